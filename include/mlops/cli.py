@@ -1,0 +1,116 @@
+"""``python -m include.mlops <command>``: the core's entry point, for containers and for people.
+
+Each stage is a command, so a Kubernetes pod or a SageMaker / Vertex job runs exactly the code the
+Airflow worker runs. Errors print one readable line and exit 2 (deterministic) or 75 (retryable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any
+
+from include.mlops.errors import MlopsError, NothingToDo
+from include.mlops.spec import find_spec, load_specs
+
+
+def _generate(args: argparse.Namespace) -> Any:
+    from include.mlops import datagen, storage
+
+    spec = find_spec(args.pipeline)
+    make = datagen.GENERATORS[args.dataset or spec.name]
+    frame = make(args.rows, seed=args.seed, drift=args.drift, id_offset=args.id_offset)
+    if args.malformed:
+        frame = datagen.malformed(frame, seed=args.seed, id_column=spec.data.id_column)
+    area = "scoring" if args.scoring else "landing"
+    fmt = spec.inference.format if args.scoring else spec.data.format
+    if args.scoring:
+        frame = frame.drop(columns=[spec.data.target])
+    target = storage.join(spec.uri(area), f"{args.name}.{fmt}")
+    with storage.atomic_path(target) as tmp:
+        fs, path = storage.fs_for(tmp)
+        with fs.open(path, "wb") as handle:
+            frame.to_parquet(handle, index=False) if fmt == "parquet" else frame.to_csv(handle, index=False)
+    return {"written": target, "rows": len(frame)}
+
+
+def _run(args: argparse.Namespace) -> Any:
+    from include.mlops import drift, evaluation, inference, ingest, registry, training
+
+    spec = find_spec(args.pipeline)
+    if args.command == "ingest":
+        return [ingest.ingest_file(spec, uri).to_dict() for uri in ingest.discover(spec)]
+    if args.command == "train":
+        return training.train(spec).to_dict()
+    if args.command == "evaluate":
+        return evaluation.evaluate(spec, version=args.version)
+    if args.command == "promote":
+        return registry.promote(spec, version=args.version, expected_champion=args.expected_champion)
+    if args.command == "rollback":
+        return registry.rollback(spec, to_version=args.version)
+    if args.command == "score":
+        return inference.score(spec, run_id=args.run_id, rescore=args.rescore)
+    if args.command == "drift":
+        return drift.check(spec, run_key=args.run_id)
+    if args.command == "aliases":
+        return registry.aliases(spec)
+    raise AssertionError(args.command)
+
+
+def _check_specs(_: argparse.Namespace) -> Any:
+    specs, errors = load_specs()
+    if errors:
+        raise MlopsError("\n".join(errors.values()))
+    return {"valid": [s.name for s in specs]}
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="python -m include.mlops", description=__doc__)
+    sub = root.add_subparsers(dest="command", required=True)
+    sub.add_parser("check-specs", help="validate every pipeline spec").set_defaults(func=_check_specs)
+    gen = sub.add_parser("generate", help="write a synthetic batch into a pipeline's landing or scoring zone")
+    gen.add_argument("pipeline")
+    gen.add_argument("--name", required=True, help="file name without extension")
+    gen.add_argument("--dataset", help="generator to use (default: the pipeline's name)")
+    gen.add_argument("--rows", type=int, default=5000)
+    gen.add_argument("--seed", type=int, default=1)
+    gen.add_argument("--drift", type=float, default=0.0)
+    gen.add_argument("--id-offset", type=int, default=0)
+    gen.add_argument("--scoring", action="store_true", help="write unlabelled input for batch inference")
+    gen.add_argument("--malformed", action="store_true", help="break the data contract on purpose")
+    gen.set_defaults(func=_generate)
+    for name, help_text in [
+        ("ingest", "validate and publish landed files"),
+        ("train", "train and register"),
+        ("evaluate", "run the gate"),
+        ("promote", "move the champion alias"),
+        ("rollback", "restore the previous champion"),
+        ("score", "batch inference"),
+        ("drift", "drift check"),
+        ("aliases", "show the model's aliases"),
+    ]:
+        cmd = sub.add_parser(name, help=help_text)
+        cmd.add_argument("pipeline")
+        cmd.add_argument("--version")
+        cmd.add_argument("--expected-champion")
+        cmd.add_argument("--run-id", default="manual")
+        cmd.add_argument("--rescore", action="store_true")
+        cmd.set_defaults(func=_run)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = parser().parse_args(argv)
+    try:
+        result = args.func(args)
+    except NothingToDo as exc:
+        print(f"nothing to do: {exc}", file=sys.stderr)
+        return 0
+    except MlopsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2 if exc.deterministic else 75
+    print(json.dumps(result, indent=2, default=str))
+    return 0

@@ -1,0 +1,167 @@
+"""The evaluation gate: absolute thresholds, then the candidate against the champion on one holdout.
+
+The champion is re-scored on the candidate's holdout rather than trusted from its stored metrics,
+so both numbers come from the same rows. The decision (every check with value, limit and verdict)
+is logged to the candidate's MLflow run and tagged on its model version before anything is raised.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+from include.mlops import metrics, tracking
+from include.mlops.errors import GateFailed, NothingToDo
+from include.mlops.spec import PipelineSpec
+from include.mlops.tabular import feature_columns
+from include.mlops.training import HOLDOUT_ARTIFACT, download_run_frame
+
+log = logging.getLogger(__name__)
+
+
+def _alias_version(client: Any, model: str, alias: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_by_alias(model, alias).version)
+    except MlflowException:
+        return None
+
+
+def _check(name: str, value: float | None, passed: bool, limit: str, reason: str) -> dict[str, Any]:
+    return {"check": name, "value": value, "limit": limit, "passed": passed, "reason": reason}
+
+
+def decide(
+    spec: PipelineSpec, candidate: dict[str, float], champion: dict[str, float] | None
+) -> list[dict[str, Any]]:
+    """Pure decision logic: one entry per check."""
+    checks = []
+    for metric, limit in spec.evaluation.thresholds.items():
+        value = candidate.get(metric)
+        if value is None:
+            checks.append(
+                _check(f"threshold:{metric}", None, False, "defined", f"{metric} could not be computed")
+            )
+            continue
+        low_ok = limit.min is None or value >= limit.min
+        high_ok = limit.max is None or value <= limit.max
+        bound = " and ".join(
+            part
+            for part in (
+                f">= {limit.min}" if limit.min is not None else "",
+                f"<= {limit.max}" if limit.max is not None else "",
+            )
+            if part
+        )
+        verdict = "meets" if low_ok and high_ok else "misses"
+        checks.append(
+            _check(
+                f"threshold:{metric}",
+                value,
+                low_ok and high_ok,
+                bound,
+                f"{metric} = {value:.4f} {verdict} the threshold {bound}",
+            )
+        )
+    if champion is None:
+        checks.append(_check("champion", None, True, "none", "no champion yet: thresholds alone decide"))
+        return checks
+    policy = spec.evaluation.champion
+    primary = spec.evaluation.primary_metric
+    gain = metrics.improvement(primary, candidate[primary], champion[primary])
+    checks.append(
+        _check(
+            f"vs_champion:{primary}",
+            gain,
+            gain >= policy.min_improvement,
+            f"improvement >= {policy.min_improvement}",
+            f"{primary}: candidate {candidate[primary]:.4f} vs champion {champion[primary]:.4f} "
+            f"(improvement {gain:+.4f}, required {policy.min_improvement:+.4f})",
+        )
+    )
+    for metric in spec.evaluation.thresholds:
+        if metric == primary or metric not in candidate or metric not in champion:
+            continue
+        change = metrics.improvement(metric, candidate[metric], champion[metric])
+        checks.append(
+            _check(
+                f"regression:{metric}",
+                change,
+                change >= -policy.max_regression,
+                f"regression <= {policy.max_regression}",
+                f"{metric}: candidate {candidate[metric]:.4f} vs champion {champion[metric]:.4f} "
+                f"(change {change:+.4f}, tolerated regression {policy.max_regression})",
+            )
+        )
+    return checks
+
+
+def evaluate(
+    spec: PipelineSpec,
+    *,
+    version: str | None = None,
+    tracking_uri: str | None = None,
+    lineage: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Gate one candidate version (default: the ``challenger``); raise GateFailed when it fails."""
+    import mlflow
+
+    client = tracking.client(tracking_uri)
+    model = spec.model_name
+    with tracking.service_errors(tracking_uri):
+        version = version or _alias_version(client, model, "challenger")
+        if version is None:
+            raise NothingToDo(
+                f"pipeline {spec.name}: no candidate to evaluate (no 'challenger' alias on {model})"
+            )
+        candidate_mv = client.get_model_version(model, version)
+        champion_version = _alias_version(client, model, "champion")
+        holdout = download_run_frame(candidate_mv.run_id, HOLDOUT_ARTIFACT)
+        features, target = holdout[feature_columns(holdout, spec)], holdout[spec.data.target]
+        candidate_scores = metrics.compute(
+            spec.data.task, mlflow.sklearn.load_model(f"models:/{model}/{version}"), features, target
+        )
+        champion_scores = None
+        if champion_version is not None:
+            champion_model = mlflow.sklearn.load_model(f"models:/{model}/{champion_version}")
+            champion_scores = metrics.compute(spec.data.task, champion_model, features, target)
+
+    checks = decide(spec, candidate_scores, champion_scores)
+    passed = all(c["passed"] for c in checks)
+    decision = {
+        "id": uuid.uuid4().hex,
+        "pipeline": spec.name,
+        "model": model,
+        "candidate_version": version,
+        "champion_version": champion_version,
+        "passed": passed,
+        "checks": checks,
+        "reasons": [c["reason"] for c in checks if not c["passed"]] or [c["reason"] for c in checks],
+        "candidate_metrics": candidate_scores,
+        "champion_metrics": champion_scores,
+        "holdout_rows": len(holdout),
+        "evaluated_at": time.time(),
+        **({"lineage": lineage} if lineage else {}),
+    }
+    with tracking.service_errors(tracking_uri):
+        client.log_dict(candidate_mv.run_id, decision, f"gate/decision-{decision['id'][:8]}.json")
+        for key, value in {
+            "mlops.gate.decision": "passed" if passed else "failed",
+            "mlops.gate.id": decision["id"],
+            "mlops.gate.champion_version": champion_version or "none",
+            "mlops.gate.reasons": " | ".join(decision["reasons"])[:4900],
+        }.items():
+            client.set_model_version_tag(model, version, key, value)
+    log.info("Gate for %s v%s: %s", model, version, "PASSED" if passed else "FAILED")
+    for check in checks:
+        log.info("  [%s] %s", "ok" if check["passed"] else "FAIL", check["reason"])
+    if not passed:
+        raise GateFailed(
+            f"pipeline {spec.name}: candidate {model} v{version} failed the gate; champion "
+            f"{'v' + champion_version if champion_version else '(none)'} is untouched: "
+            + "; ".join(decision["reasons"])
+        )
+    return decision

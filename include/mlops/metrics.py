@@ -1,0 +1,47 @@
+"""Model metrics by task type, oriented so that "higher is better" comparisons are easy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from include.mlops.spec import LOWER_IS_BETTER
+
+
+def compute(task: str, model: Any, features: pd.DataFrame, target: pd.Series) -> dict[str, float]:
+    from sklearn import metrics as m
+
+    predicted = model.predict(features)
+    if task == "regression":
+        return {
+            "rmse": float(np.sqrt(m.mean_squared_error(target, predicted))),
+            "mae": float(m.mean_absolute_error(target, predicted)),
+            "r2": float(m.r2_score(target, predicted)),
+        }
+    binary = target.nunique() <= 2
+    average = "binary" if binary else "macro"
+    result = {
+        "accuracy": float(m.accuracy_score(target, predicted)),
+        "f1": float(m.f1_score(target, predicted, average=average, zero_division=0)),
+        "precision": float(m.precision_score(target, predicted, average=average, zero_division=0)),
+        "recall": float(m.recall_score(target, predicted, average=average, zero_division=0)),
+    }
+    if hasattr(model, "predict_proba"):
+        proba = model.predict_proba(features)
+        labels = list(model.classes_)
+        try:
+            if binary and proba.shape[1] == 2:
+                result["roc_auc"] = float(m.roc_auc_score(target, proba[:, 1]))
+            else:
+                result["roc_auc"] = float(m.roc_auc_score(target, proba, multi_class="ovr", labels=labels))
+            result["log_loss"] = float(m.log_loss(target, proba, labels=labels))
+        except ValueError:  # a holdout with a single class: AUC is undefined
+            pass
+    return result
+
+
+def improvement(metric: str, candidate: float, reference: float) -> float:
+    """Positive when the candidate is better, whichever direction the metric runs."""
+    return reference - candidate if metric in LOWER_IS_BETTER else candidate - reference

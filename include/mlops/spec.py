@@ -1,0 +1,268 @@
+"""The pipeline spec: one YAML file per model, validated when it is loaded.
+
+Every problem is reported as ``<file>: <field>: <what is wrong>``, one line each, so that a broken
+spec can be fixed without reading a traceback. Cheap to import: pydantic and PyYAML only.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from include.mlops.errors import SpecError
+from include.mlops.paths import expand, pipelines_dir
+
+CLASSIFICATION_METRICS = ("roc_auc", "f1", "accuracy", "precision", "recall", "log_loss")
+REGRESSION_METRICS = ("rmse", "mae", "r2")
+LOWER_IS_BETTER = frozenset({"log_loss", "rmse", "mae"})
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str | int) -> int:
+    """``"1d"`` -> 86400. Plain integers are seconds."""
+    if isinstance(text, int):
+        return text
+    match = _DURATION.match(str(text))
+    if not match:
+        raise ValueError(f"{text!r} is not a duration such as 30m, 12h, 1d or 1w")
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSpec(_Model):
+    landing: str
+    format: Literal["csv", "parquet"] = "parquet"
+    target: str
+    task: Literal["classification", "regression"]
+    id_column: str | None = None
+    timestamp_column: str | None = None
+    features: list[str] | None = None
+    schedule: str | None = "@hourly"
+    datasets: str | None = None
+    quarantine: str | None = None
+    archive: str | None = None
+
+    @model_validator(mode="after")
+    def _distinct_columns(self) -> DataSpec:
+        special = [c for c in (self.target, self.id_column, self.timestamp_column) if c]
+        if len(set(special)) != len(special):
+            raise ValueError("target, id_column and timestamp_column must be different columns")
+        clash = set(self.features or ()) & set(special)
+        if clash:
+            raise ValueError(f"features must not include the target, id or timestamp column: {sorted(clash)}")
+        return self
+
+
+class ValidationSpec(_Model):
+    suite: str
+
+
+class TrainingSpec(_Model):
+    backend: Literal["local", "kubernetes", "sagemaker", "vertex"] = "local"
+    estimator: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    holdout_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    seed: int = 42
+    reference_rows: Annotated[int, Field(gt=0)] = 5000
+    kubernetes: dict[str, Any] | None = None
+    sagemaker: dict[str, Any] | None = None
+    vertex: dict[str, Any] | None = None
+
+    @field_validator("estimator")
+    @classmethod
+    def _dotted(cls, value: str) -> str:
+        if not re.match(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$", value):
+            raise ValueError(f"{value!r} is not a dotted class path such as sklearn.linear_model.Ridge")
+        return value
+
+    @model_validator(mode="after")
+    def _backend_config(self) -> TrainingSpec:
+        if self.backend != "local" and getattr(self, self.backend) is None:
+            raise ValueError(f"backend {self.backend!r} needs a '{self.backend}:' section")
+        return self
+
+
+class Threshold(_Model):
+    min: float | None = None
+    max: float | None = None
+
+
+class ChampionPolicy(_Model):
+    min_improvement: float = 0.0
+    max_regression: Annotated[float, Field(ge=0)] = 0.01
+
+
+class EvaluationSpec(_Model):
+    primary_metric: str
+    thresholds: dict[str, Threshold] = Field(default_factory=dict)
+    champion: ChampionPolicy = ChampionPolicy()
+
+
+class RegistrySpec(_Model):
+    model_name: str | None = None
+    approval: Literal["auto", "manual"] = "auto"
+
+
+class InferenceSpec(_Model):
+    schedule: str | None = "@daily"
+    input: str
+    output: str
+    format: Literal["csv", "parquet"] = "parquet"
+    chunk_rows: Annotated[int, Field(gt=0)] = 100_000
+
+
+class MonitoringSpec(_Model):
+    schedule: str | None = "@daily"
+    drift_share_threshold: Annotated[float, Field(gt=0, le=1)] = 0.3
+    retrain_cooldown: int = 86400
+    window_batches: Annotated[int, Field(gt=0)] = 1
+    reports: str | None = None
+
+    @field_validator("retrain_cooldown", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> int:
+        return parse_duration(value)
+
+
+class NotificationsSpec(_Model):
+    events: list[Literal["gate_failed", "drift_detected", "promoted", "quarantined"]] = Field(
+        default_factory=list
+    )
+    notifier: Literal["log", "smtp"] = "log"
+    to: list[str] = Field(default_factory=list)
+
+
+class PipelineSpec(_Model):
+    name: str
+    owner: str = "ml-platform"
+    description: str = ""
+    tags: list[str] = Field(default_factory=list)
+    data: DataSpec
+    validation: ValidationSpec
+    training: TrainingSpec
+    evaluation: EvaluationSpec
+    registry: RegistrySpec = RegistrySpec()
+    inference: InferenceSpec
+    monitoring: MonitoringSpec = MonitoringSpec()
+    notifications: NotificationsSpec = NotificationsSpec()
+    source: str = Field(default="", exclude=True)
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(
+                f"{value!r} must be lower case letters, digits and underscores, starting with a letter"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _metrics_fit_task(self) -> PipelineSpec:
+        allowed = CLASSIFICATION_METRICS if self.data.task == "classification" else REGRESSION_METRICS
+        for metric in [self.evaluation.primary_metric, *self.evaluation.thresholds]:
+            if metric not in allowed:
+                raise ValueError(
+                    f"evaluation metric {metric!r} does not fit a {self.data.task} task; use one of {', '.join(allowed)}"
+                )
+        return self
+
+    # Derived names and locations ------------------------------------------------------------
+    @property
+    def model_name(self) -> str:
+        return self.registry.model_name or self.name
+
+    @property
+    def experiment_name(self) -> str:
+        return f"mlops/{self.name}"
+
+    def uri(self, kind: str) -> str:
+        """Resolved URI of one of the pipeline's storage areas (landing, datasets, quarantine, ...)."""
+        explicit = {
+            "landing": self.data.landing,
+            "datasets": self.data.datasets,
+            "quarantine": self.data.quarantine,
+            "archive": self.data.archive,
+            "scoring": self.inference.input,
+            "predictions": self.inference.output,
+            "reports": self.monitoring.reports,
+        }
+        if kind not in explicit and kind != "state":
+            raise KeyError(kind)
+        template = explicit.get(kind) or f"{{MLOPS_DATA_ROOT}}/{kind}/{self.name}"
+        return expand(template)
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc if not str(part).startswith("function-")) or "(top level)"
+
+
+def parse_spec(raw: Any, source: str) -> PipelineSpec:
+    """Validate already-parsed YAML; raise one SpecError listing every problem."""
+    if not isinstance(raw, dict):
+        raise SpecError(f"{source}: the file must hold a mapping of spec fields, got {type(raw).__name__}")
+    try:
+        return PipelineSpec(**raw, source=source)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown field (check its spelling against docs/spec.md)"
+            lines.append(f"{source}: {_location(err['loc'])}: {msg}")
+        raise SpecError("\n".join(lines)) from None
+    except TypeError as exc:
+        raise SpecError(f"{source}: {exc}") from None
+
+
+def load_spec(path: str | Path) -> PipelineSpec:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read the spec: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
+        raise SpecError(f"{path}: not valid YAML{at}: {getattr(exc, 'problem', exc)}") from None
+    return parse_spec(raw, str(path))
+
+
+def load_specs(directory: str | Path | None = None) -> tuple[list[PipelineSpec], dict[str, str]]:
+    """Load every ``*.yaml`` spec; broken ones are returned as ``{file: error}``, not raised."""
+    directory = Path(directory) if directory else pipelines_dir()
+    specs: list[PipelineSpec] = []
+    errors: dict[str, str] = {}
+    seen: dict[str, str] = {}
+    for path in sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")]):
+        try:
+            spec = load_spec(path)
+        except SpecError as exc:
+            errors[str(path)] = str(exc)
+            continue
+        if spec.name in seen:
+            errors[str(path)] = f"{path}: name: {spec.name!r} is already used by {seen[spec.name]}"
+            continue
+        seen[spec.name] = str(path)
+        specs.append(spec)
+    return specs, errors
+
+
+def find_spec(name: str, directory: str | Path | None = None) -> PipelineSpec:
+    specs, errors = load_specs(directory)
+    for spec in specs:
+        if spec.name == name:
+            return spec
+    broken = "; ".join(errors.values())
+    raise SpecError(
+        f"no valid pipeline spec named {name!r}" + (f" (broken specs: {broken})" if broken else "")
+    )

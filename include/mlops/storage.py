@@ -1,0 +1,154 @@
+"""Uniform access to data URIs (``file://``, ``s3://``, ``gs://``) through fsspec.
+
+Every write goes to a hidden temporary name first and is committed by a rename (local) or a copy
+then delete (object stores), so a reader never sees a partial file and a retry simply overwrites
+its own leftovers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import fsspec
+from fsspec.core import url_to_fs
+
+TEMP_PREFIX = "._tmp-"
+SUCCESS = "_SUCCESS"
+
+
+def fs_for(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    return url_to_fs(uri)
+
+
+def join(uri: str, *parts: str) -> str:
+    return posixpath.join(uri.rstrip("/"), *parts)
+
+
+def basename(uri: str) -> str:
+    return posixpath.basename(uri.rstrip("/"))
+
+
+def _uri(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    return fs.unstrip_protocol(path)
+
+
+def exists(uri: str) -> bool:
+    fs, path = fs_for(uri)
+    return fs.exists(path)
+
+
+def list_files(uri: str) -> list[str]:
+    """Visible, complete files directly under ``uri`` (hidden and temporary names are skipped)."""
+    fs, path = fs_for(uri)
+    if not fs.exists(path):
+        return []
+    entries = fs.ls(path, detail=True)
+    names = [
+        e["name"]
+        for e in entries
+        if e["type"] == "file" and not posixpath.basename(e["name"]).startswith((".", "_"))
+    ]
+    return sorted(_uri(fs, n) for n in names)
+
+
+def list_dirs(uri: str) -> list[str]:
+    fs, path = fs_for(uri)
+    if not fs.exists(path):
+        return []
+    return sorted(_uri(fs, e["name"]) for e in fs.ls(path, detail=True) if e["type"] == "directory")
+
+
+def size(uri: str) -> int:
+    fs, path = fs_for(uri)
+    return int(fs.size(path))
+
+
+def modified(uri: str) -> float:
+    fs, path = fs_for(uri)
+    return fs.modified(path).timestamp()
+
+
+def sha256(uri: str, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    fs, path = fs_for(uri)
+    with fs.open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_bytes(uri: str) -> bytes:
+    fs, path = fs_for(uri)
+    return fs.cat_file(path)
+
+
+def read_json(uri: str) -> Any:
+    return json.loads(read_bytes(uri))
+
+
+@contextmanager
+def atomic_path(uri: str) -> Iterator[str]:
+    """Yield a temporary URI next to ``uri``; on success it is committed to ``uri``, else removed."""
+    fs, path = fs_for(uri)
+    parent = posixpath.dirname(path)
+    fs.makedirs(parent, exist_ok=True)
+    tmp = posixpath.join(parent, f"{TEMP_PREFIX}{uuid.uuid4().hex}-{posixpath.basename(path)}")
+    try:
+        yield _uri(fs, tmp)
+        fs.mv(tmp, path)
+    finally:
+        if fs.exists(tmp):
+            fs.rm(tmp)
+
+
+def write_bytes(uri: str, data: bytes) -> str:
+    with atomic_path(uri) as tmp:
+        fs, path = fs_for(tmp)
+        with fs.open(path, "wb") as handle:
+            handle.write(data)
+    return uri
+
+
+def write_json(uri: str, payload: Any) -> str:
+    return write_bytes(uri, json.dumps(payload, indent=2, sort_keys=True, default=str).encode())
+
+
+def write_text(uri: str, text: str) -> str:
+    return write_bytes(uri, text.encode("utf-8"))
+
+
+def move(src: str, dst: str) -> str:
+    """Move a file, never overwriting: an existing destination gets a unique suffix."""
+    fs, src_path = fs_for(src)
+    _, dst_path = fs_for(dst)
+    fs.makedirs(posixpath.dirname(dst_path), exist_ok=True)
+    if fs.exists(dst_path):
+        stem, dot, ext = posixpath.basename(dst_path).partition(".")
+        dst_path = posixpath.join(posixpath.dirname(dst_path), f"{stem}-{uuid.uuid4().hex[:8]}{dot}{ext}")
+    fs.mv(src_path, dst_path)
+    return _uri(fs, dst_path)
+
+
+def mark_success(uri: str, payload: dict[str, Any] | None = None) -> None:
+    write_json(join(uri, SUCCESS), payload or {})
+
+
+def is_complete(uri: str) -> bool:
+    return exists(join(uri, SUCCESS))
+
+
+def remove_tree(uri: str) -> None:
+    fs, path = fs_for(uri)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
+def local_path(uri: str) -> str | None:
+    """The plain path of a ``file://`` URI, else None."""
+    return uri.removeprefix("file://") if uri.startswith("file://") else None

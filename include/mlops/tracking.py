@@ -1,0 +1,90 @@
+"""MLflow connection: tracking URI, experiments, and turning "server down" into a retryable error."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from include.mlops.errors import ServiceUnavailable
+from include.mlops.paths import PROJECT_ROOT, state_dir
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+ALIASES = ("champion", "challenger", "previous_champion")
+
+
+def default_tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{state_dir() / 'mlflow' / 'mlflow.db'}"
+
+
+def artifact_root() -> str:
+    return os.environ.get("MLOPS_MLFLOW_ARTIFACT_ROOT") or (state_dir() / "mlflow" / "artifacts").as_uri()
+
+
+def client(tracking_uri: str | None = None) -> MlflowClient:
+    """Point MLflow (fluent API and client) at the tracking URI and return a client."""
+    import mlflow
+
+    uri = tracking_uri or default_tracking_uri()
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def ensure_experiment(name: str) -> str:
+    """Experiment id for ``name``, created with an explicit artifact location (not ./mlruns)."""
+    import mlflow
+
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = None
+    if mlflow.get_tracking_uri().startswith("sqlite:"):
+        location = f"{artifact_root()}/{name.replace('/', '_')}"
+    return mlflow.create_experiment(name, artifact_location=location)
+
+
+@contextmanager
+def service_errors(uri: str | None = None) -> Iterator[None]:
+    """Connection failures to the tracking server become ServiceUnavailable (retryable)."""
+    try:
+        yield
+    except Exception as exc:
+        text = f"{type(exc).__name__}: {exc}"
+        transient = (
+            "Connection refused",
+            "Max retries exceeded",
+            "ConnectionError",
+            "timed out",
+            "503",
+            "502",
+        )
+        if any(marker in text for marker in transient):
+            raise ServiceUnavailable(
+                f"MLflow tracking server at {uri or default_tracking_uri()} is not reachable: {text.splitlines()[0][:300]}"
+            ) from exc
+        raise
+
+
+def code_version() -> str:
+    """Git commit of the project when known (set MLOPS_CODE_VERSION in images without .git)."""
+    if version := os.environ.get("MLOPS_CODE_VERSION"):
+        return version
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(PROJECT_ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
