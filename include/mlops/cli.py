@@ -17,23 +17,13 @@ from include.mlops.spec import find_spec, load_specs
 
 
 def _generate(args: argparse.Namespace) -> Any:
-    from include.mlops import datagen, storage
+    from include.mlops.datagen import write_batch
 
-    spec = find_spec(args.pipeline)
-    make = datagen.GENERATORS[args.dataset or spec.name]
-    frame = make(args.rows, seed=args.seed, drift=args.drift, id_offset=args.id_offset)
-    if args.malformed:
-        frame = datagen.malformed(frame, seed=args.seed, id_column=spec.data.id_column)
-    area = "scoring" if args.scoring else "landing"
-    fmt = spec.inference.format if args.scoring else spec.data.format
-    if args.scoring:
-        frame = frame.drop(columns=[spec.data.target])
-    target = storage.join(spec.uri(area), f"{args.name}.{fmt}")
-    with storage.atomic_path(target) as tmp:
-        fs, path = storage.fs_for(tmp)
-        with fs.open(path, "wb") as handle:
-            frame.to_parquet(handle, index=False) if fmt == "parquet" else frame.to_csv(handle, index=False)
-    return {"written": target, "rows": len(frame)}
+    target = write_batch(
+        find_spec(args.pipeline), args.name, rows=args.rows, seed=args.seed, drift=args.drift,
+        id_offset=args.id_offset, scoring=args.scoring, malformed_batch=args.malformed, dataset=args.dataset,
+    )
+    return {"written": target}
 
 
 def _run(args: argparse.Namespace) -> Any:
@@ -41,7 +31,15 @@ def _run(args: argparse.Namespace) -> Any:
 
     spec = find_spec(args.pipeline)
     if args.command == "ingest":
-        return [ingest.ingest_file(spec, uri).to_dict() for uri in ingest.discover(spec)]
+        results, failures = [], []
+        for uri in ingest.discover(spec):
+            try:
+                results.append(ingest.ingest_file(spec, uri).to_dict())
+            except MlopsError as exc:
+                failures.append(str(exc))
+        if failures:
+            raise MlopsError("\n".join(failures))
+        return results
     if args.command == "train":
         return training.train(spec).to_dict()
     if args.command == "evaluate":

@@ -12,6 +12,9 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from include.mlops import storage
+from include.mlops.spec import PipelineSpec
+
 START = pd.Timestamp("2026-01-01T00:00:00Z")
 
 
@@ -123,3 +126,33 @@ def malformed(frame: pd.DataFrame, *, seed: int, id_column: str) -> pd.DataFrame
 def _mix(base: list[float], drifted: list[float], drift: float) -> list[float]:
     weights = np.array(base) * (1 - drift) + np.array(drifted) * drift
     return list(weights / weights.sum())
+
+
+def write_batch(
+    spec: PipelineSpec,
+    name: str,
+    *,
+    rows: int,
+    seed: int,
+    drift: float = 0.0,
+    id_offset: int = 0,
+    scoring: bool = False,
+    malformed_batch: bool = False,
+    dataset: str | None = None,
+) -> str:
+    """Write a generated batch into the pipeline's landing zone (or scoring input) atomically."""
+    frame = GENERATORS[dataset or spec.name](rows, seed=seed, drift=drift, id_offset=id_offset)
+    if malformed_batch:
+        frame = malformed(frame, seed=seed, id_column=spec.data.id_column or frame.columns[0])
+    if scoring:
+        frame = frame.drop(columns=[spec.data.target])
+    fmt = spec.inference.format if scoring else spec.data.format
+    target = storage.join(spec.uri("scoring" if scoring else "landing"), f"{name}.{fmt}")
+    with storage.atomic_path(target) as tmp:
+        fs, path = storage.fs_for(tmp)
+        with fs.open(path, "wb") as handle:
+            if fmt == "parquet":
+                frame.to_parquet(handle, index=False)
+            else:
+                frame.to_csv(handle, index=False)
+    return target

@@ -5,7 +5,8 @@ interpolation against an empty environment, i.e. a fresh checkout without ``.env
 against the vendored Compose Specification schema (see README.md beside this file). The remaining
 tests hold the stack to this project's own rules: dependencies name real services, host ports are
 bound to loopback only, the Airflow services share one image and one environment, and every
-long-running service has a healthcheck.
+long-running service has a healthcheck. Where a Docker Compose v2 CLI is on PATH, `docker compose
+config` is run on the file as well (it needs no Docker engine).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import copy
 import json
 import re
+import shutil
+import subprocess
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -40,7 +43,7 @@ LOOPBACK = "127.0.0.1"
 
 # --- Compose-style interpolation ----------------------------------------------------------------
 
-# Same grammar as compose-go's template package: `$$` escapes, `$NAME`, `${NAME}` and
+# The grammar of compose-go's template package: `$$` escapes, `$NAME`, `${NAME}` and
 # `${NAME<op>arg}` with op in :- - :? ? :+ +. Nested `${A:-${B}}` is not supported here.
 _INTERPOLATION = re.compile(
     r"""
@@ -245,11 +248,17 @@ def test_every_setting_resolves_without_an_env_file(raw_compose: dict[str, Any])
 
 
 def test_secrets_can_be_overridden_from_the_environment(raw_compose: dict[str, Any]) -> None:
-    secret = re.compile(r"PASSWORD|SECRET|FERNET_KEY|_AUTH$")
+    """Passwords, keys and URL credentials are `${VAR:-local default}`, never literals."""
+    secret_name = re.compile(r"PASSWORD|SECRET|FERNET_KEY|_AUTH$")
+    # user:password@ in a URL, "password": "..." in a JSON connection
+    embedded_password = re.compile(r'://[^/:@\s]*:(?P<url>[^@\s]+)@|"password":\s*"(?P<json>[^"]*)"')
     for name, service in raw_compose["services"].items():
         for key, value in environment(service).items():
-            if secret.search(key):
-                assert "${" in str(value), f"{name}: {key} is hard-coded; use ${{VAR:-local default}}"
+            if secret_name.search(key):
+                assert str(value).startswith("${"), f"{name}: {key} is hard-coded"
+            for match in embedded_password.finditer(str(value)):
+                password = match["url"] or match["json"]
+                assert password.startswith("${"), f"{name}: {key} has a hard-coded password"
 
 
 # --- Stack rules --------------------------------------------------------------------------------
@@ -281,6 +290,24 @@ def test_host_ports_are_bound_to_loopback_only(services: dict[str, dict[str, Any
                 assert ip == LOOPBACK, f"{name}: port {port!r} is published on {ip or 'all interfaces'}"
                 published[name] = port
     assert published.keys() == {"airflow-apiserver", "mlflow", "minio"}
+
+
+@pytest.mark.parametrize(
+    ("port", "expected"),
+    [
+        ("127.0.0.1:8080:8080", ["127.0.0.1"]),
+        ("127.0.0.1::8080/tcp", ["127.0.0.1"]),
+        ("[::1]:8080:8080", ["::1"]),
+        ("8080:8080", [None]),
+        ("0.0.0.0:8080:8080", ["0.0.0.0"]),
+        (8080, [None]),
+        ({"target": 8080, "published": "8080"}, [None]),
+        ({"target": 8080, "published": "8080", "host_ip": "127.0.0.1"}, ["127.0.0.1"]),
+        ({"target": 8080}, []),
+    ],
+)
+def test_host_ips(port: str | int | dict[str, Any], expected: list[str | None]) -> None:
+    assert host_ips(port) == expected
 
 
 def test_airflow_services_share_image_and_environment(compose: dict[str, Any]) -> None:
@@ -349,5 +376,45 @@ def test_image_build_and_mounted_files(services: dict[str, dict[str, Any]]) -> N
     lock = (ROOT / "requirements.lock").read_text(encoding="utf-8")
     assert re.search(r"^apache-airflow==3\.3\.2$", lock, re.MULTILINE), "lock and base image disagree"
     assert re.search(r"^mlflow==", lock, re.MULTILINE), "the MLflow server runs from this image"
-    init_script = services["postgres"]["volumes"][1].split(":")[0]
-    assert (ROOT / init_script).is_file()
+    init_scripts = [
+        volume.split(":")[0]
+        for volume in services["postgres"]["volumes"]
+        if ":/docker-entrypoint-initdb.d/" in volume
+    ]
+    assert init_scripts, "postgres mounts no init script for the MLflow database"
+    for script in init_scripts:
+        assert (ROOT / script).is_file(), f"{script} is missing"
+
+
+# --- The real CLI, when there is one -------------------------------------------------------------
+
+
+def compose_cli() -> list[str] | None:
+    """`docker compose` or `docker-compose`, whichever is Compose v2 or later; None without one."""
+    for command in (["docker", "compose"], ["docker-compose"]):
+        if shutil.which(command[0]) is None:
+            continue
+        try:
+            version = subprocess.run(
+                [*command, "version", "--short"], capture_output=True, text=True, timeout=60, check=False
+            )
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if version.returncode == 0 and re.match(r"v?([2-9]|\d{2,})\.", version.stdout.strip()):
+            return command
+    return None
+
+
+def test_docker_compose_config_accepts_the_file() -> None:
+    cli = compose_cli()
+    if cli is None:
+        pytest.skip("no Docker Compose v2 CLI on PATH")
+    result = subprocess.run(
+        [*cli, "--file", str(COMPOSE_FILE), "--project-directory", str(ROOT), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "warn" not in result.stderr.lower(), result.stderr

@@ -1,0 +1,74 @@
+# airflow-mlops: `make demo` runs the lifecycle scenario; `make test` runs the whole suite.
+# Both create the virtualenv from requirements.lock first (a fast no-op when it is up to date).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+UV_VERSION := 0.13.8
+STAMP  := $(VENV)/.installed-lock
+
+export PYTHONPATH := $(CURDIR):$(CURDIR)/plugins
+export GX_ANALYTICS_ENABLED := False
+export MLFLOW_DISABLE_TELEMETRY := true
+
+.PHONY: help venv demo test test-fast test-e2e up down status bench bench-quick lint format lock clean
+
+help:
+	@echo "make demo   - run the whole lifecycle scenario on the embedded default (exit 0 = it held)"
+	@echo "make test   - run the whole test suite"
+	@echo "make up     - start Airflow (127.0.0.1:8080) and MLflow (127.0.0.1:5000) for interactive use"
+	@echo "make down   - stop them"
+	@echo "make bench  - run the benchmarks (bench-quick: under a minute each)"
+	@echo "make lint   - ruff check + ruff format --check"
+
+venv: $(STAMP)
+
+$(STAMP): requirements.lock
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required"'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+	@echo "Installing the locked dependencies into $(VENV) (first time: a few minutes) ..."
+	@$(VENV)/bin/uv pip sync --quiet --python $(PY) --compile-bytecode requirements.lock
+	@touch $(STAMP)
+
+demo: venv
+	$(PY) -m tools.demo churn
+
+test: venv
+	$(PY) -m pytest
+
+test-fast: venv
+	$(PY) -m pytest -m "not e2e"
+
+test-e2e: venv
+	$(PY) -m pytest -m e2e
+
+up: venv
+	$(PY) -m tools.stack up
+
+down: venv
+	$(PY) -m tools.stack down
+
+status: venv
+	$(PY) -m tools.stack status
+
+bench: venv
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+bench-quick: venv
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b --quick || exit 1; done
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: venv
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+# Regenerate the lock after editing requirements.txt (universal: Python 3.11 and 3.12, any platform).
+lock: venv
+	$(VENV)/bin/uv pip compile requirements.txt --universal --python-version 3.11 -o requirements.lock
+
+clean: down
+	rm -rf state

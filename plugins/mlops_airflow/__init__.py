@@ -1,0 +1,1 @@
+"""Thin Airflow adapters over the framework-free core in ``include/mlops``."""

@@ -1,0 +1,184 @@
+"""Builds the stage DAGs of one pipeline spec. Cheap at parse time: no heavy imports here."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, Param, TriggerRule
+
+from include.mlops.spec import PipelineSpec
+from mlops_airflow.assets import pipeline_assets
+from mlops_airflow.operators.ingest import (
+    AnnounceDatasetsOperator,
+    DiscoverLandedFilesOperator,
+    ValidateAndPublishOperator,
+)
+from mlops_airflow.operators.model import (
+    EvaluateModelOperator,
+    PromoteModelOperator,
+    RollbackModelOperator,
+    TrainModelOperator,
+)
+from mlops_airflow.operators.monitoring import BatchInferenceOperator, DriftCheckOperator, RequestRetrainOperator
+
+START = datetime(2026, 1, 1)
+STAGES = ("ingest", "train", "evaluate", "promote", "rollback", "inference", "drift")
+
+
+def dag_id(pipeline: str, stage: str) -> str:
+    return f"{pipeline}__{stage}"
+
+
+def _default_args(spec: PipelineSpec) -> dict[str, Any]:
+    return {
+        "owner": spec.owner,
+        "retries": 2,
+        "retry_delay": timedelta(seconds=20),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=10),
+    }
+
+
+def schedules_enabled() -> bool:
+    """``MLOPS_DISABLE_SCHEDULES=1`` keeps only Asset and UI triggers (the demo and e2e tests use it)."""
+    return os.environ.get("MLOPS_DISABLE_SCHEDULES", "").lower() not in {"1", "true", "yes"}
+
+
+def _cron(cron: str | None) -> str | None:
+    return cron if schedules_enabled() else None
+
+
+def _cron_or_assets(cron: str | None, assets: Any) -> Any:
+    cron = _cron(cron)
+    if not cron:
+        return assets
+    if cron.startswith("@"):
+        cron = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@weekly": "0 0 * * 0"}.get(cron, cron)
+    return AssetOrTimeSchedule(timetable=CronTriggerTimetable(cron, timezone="UTC"), assets=assets)
+
+
+def build_dags(spec: PipelineSpec) -> dict[str, DAG]:
+    """All stage DAGs of one pipeline, keyed by dag id."""
+    assets = pipeline_assets(spec.name)
+    common = {
+        "start_date": START,
+        "catchup": False,
+        "default_args": _default_args(spec),
+        "tags": ["mlops", f"pipeline:{spec.name}", *spec.tags],
+        "doc_md": spec.description or None,
+    }
+    base = {"pipeline": spec.name}
+    dags: dict[str, DAG] = {}
+
+    with DAG(
+        dag_id(spec.name, "ingest"),
+        schedule=_cron(spec.data.schedule),
+        description=f"Validate files landed in {spec.data.landing}; publish or quarantine them",
+        max_active_runs=1,
+        **common,
+    ) as dag:
+        discover = DiscoverLandedFilesOperator(task_id="discover", **base)
+        validate = ValidateAndPublishOperator.partial(task_id="validate", retries=0, **base).expand(
+            uri=discover.output
+        )
+        announce = AnnounceDatasetsOperator(
+            task_id="announce",
+            validate_task_id="validate",
+            outlets=[assets.validated],
+            trigger_rule=TriggerRule.ALL_DONE,
+            **base,
+        )
+        # A leaf that fails when any file was quarantined, so the run shows as failed.
+        from airflow.providers.standard.operators.empty import EmptyOperator
+
+        verdict = EmptyOperator(task_id="all_files_valid", trigger_rule=TriggerRule.ALL_SUCCESS)
+        validate >> [announce, verdict]
+        dags[dag.dag_id] = dag
+
+    with DAG(
+        dag_id(spec.name, "train"),
+        schedule=assets.validated | assets.retrain_requested,
+        description=f"Train {spec.training.estimator} ({spec.training.backend}) and register a candidate",
+        max_active_runs=1,
+        **common,
+    ) as dag:
+        TrainModelOperator(task_id="train", outlets=[assets.candidate], **base)
+        dags[dag.dag_id] = dag
+
+    with DAG(
+        dag_id(spec.name, "evaluate"),
+        schedule=assets.candidate,
+        description=f"Gate the candidate on thresholds and against the champion ({spec.evaluation.primary_metric})",
+        max_active_runs=1,
+        params={"version": Param(None, type=["null", "string"], description="Model version (default: challenger)")},
+        **common,
+    ) as dag:
+        EvaluateModelOperator(
+            task_id="evaluate", version="{{ params.version or '' }}", outlets=[assets.approved], **base
+        )
+        dags[dag.dag_id] = dag
+
+    with DAG(
+        dag_id(spec.name, "promote"),
+        schedule=assets.approved,
+        description="Move the champion alias to the approved version (compare-and-set)",
+        max_active_runs=1,
+        params={"version": Param(None, type=["null", "string"], description="Version to promote (default: approved)")},
+        **common,
+    ) as dag:
+        promote = PromoteModelOperator(
+            task_id="promote", version="{{ params.version or '' }}", outlets=[assets.champion], **base
+        )
+        if spec.registry.approval == "manual":
+            from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+            approve = ApprovalOperator(
+                task_id="approve",
+                subject=f"Promote a new {spec.name} champion?",
+                body="The gate passed. Check the decision record on the model version in MLflow, then approve.",
+                retries=0,
+            )
+            approve >> promote
+        dags[dag.dag_id] = dag
+
+    with DAG(
+        dag_id(spec.name, "rollback"),
+        schedule=None,
+        description="Restore previous_champion (or a named version) as champion",
+        max_active_runs=1,
+        params={"to_version": Param(None, type=["null", "string"], description="Default: previous_champion")},
+        **common,
+    ) as dag:
+        RollbackModelOperator(
+            task_id="rollback", to_version="{{ params.to_version or '' }}", outlets=[assets.champion], **base
+        )
+        dags[dag.dag_id] = dag
+
+    with DAG(
+        dag_id(spec.name, "inference"),
+        schedule=_cron_or_assets(spec.inference.schedule, assets.champion),
+        description=f"Score new inputs in {spec.inference.input} with the champion",
+        max_active_runs=1,
+        params={"rescore": Param(False, type="boolean", description="Score every input again")},
+        **common,
+    ) as dag:
+        BatchInferenceOperator(task_id="score", rescore="{{ params.rescore }}", **base)
+        dags[dag.dag_id] = dag
+
+    with DAG(
+        dag_id(spec.name, "drift"),
+        schedule=_cron(spec.monitoring.schedule),
+        description="Compare recent scoring inputs with the training reference (Evidently)",
+        max_active_runs=1,
+        **common,
+    ) as dag:
+        check = DriftCheckOperator(task_id="check_drift", **base)
+        request = RequestRetrainOperator(
+            task_id="request_retrain", drift_task_id="check_drift", outlets=[assets.retrain_requested], **base
+        )
+        check >> request
+        dags[dag.dag_id] = dag
+
+    return dags

@@ -1,0 +1,49 @@
+"""MLflow tracking URI from an Airflow connection, with the embedded default as fallback."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk import BaseHook
+from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
+
+
+class MlflowHook(BaseHook):
+    """Resolves the tracking URI.
+
+    Connection ``mlflow_default`` (type ``http``: host, port, schema; or any type with extra
+    ``tracking_uri``). If the default connection is absent, ``MLFLOW_TRACKING_URI`` or the embedded
+    SQLite store is used; a *named* connection that is absent is an error, not a silent fallback.
+    """
+
+    conn_name_attr = "mlflow_conn_id"
+    default_conn_name = "mlflow_default"
+    conn_type = "mlflow"
+    hook_name = "MLflow"
+
+    def __init__(self, mlflow_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.mlflow_conn_id = mlflow_conn_id
+
+    def get_tracking_uri(self) -> str:
+        from include.mlops.tracking import default_tracking_uri
+
+        try:
+            conn = self.get_connection(self.mlflow_conn_id)
+        except AirflowNotFoundException:
+            if self.mlflow_conn_id == self.default_conn_name:
+                uri = default_tracking_uri()
+                self.log.info("No %r connection; using tracking URI %s", self.mlflow_conn_id, uri)
+                return uri
+            raise AirflowFailException(
+                f"Airflow connection {self.mlflow_conn_id!r} is not defined: add it to airflow_settings.yaml "
+                "(or AIRFLOW_CONN_... / your secrets backend) with the MLflow tracking server's host and port"
+            ) from None
+        extra = conn.extra_dejson
+        if extra.get("tracking_uri"):
+            return extra["tracking_uri"]
+        if not conn.host:
+            raise AirflowFailException(f"connection {self.mlflow_conn_id!r} has neither a host nor extra.tracking_uri")
+        scheme = conn.schema or "http"
+        port = f":{conn.port}" if conn.port else ""
+        return f"{scheme}://{conn.host}{port}"

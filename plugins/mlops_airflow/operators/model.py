@@ -1,0 +1,111 @@
+"""Model operators: train, evaluate (the gate), promote, roll back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk import Context
+
+from mlops_airflow.operators.base import PipelineOperator
+
+
+def _emit(operator: PipelineOperator, context: Context, extra: dict[str, Any]) -> None:
+    for outlet in operator.outlets:
+        context["outlet_events"][outlet].extra = extra
+
+
+class TrainModelOperator(PipelineOperator):
+    """Train on every published dataset, register a version and set the ``challenger`` alias."""
+
+    def run(self, context: Context) -> dict[str, Any]:
+        from include.mlops.training import train
+
+        result = train(self.spec, lineage=self.lineage(context), tracking_uri=self.tracking_uri).to_dict()
+        _emit(self, context, {"version": result["version"], "run_id": result["run_id"]})
+        return result
+
+
+class EvaluateModelOperator(PipelineOperator):
+    """Gate a candidate (``version``, else the ``challenger``); a failed gate fails without retry."""
+
+    template_fields = (*PipelineOperator.template_fields, "version")
+
+    def __init__(self, *, version: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.version = version
+
+    def run(self, context: Context) -> dict[str, Any]:
+        from include.mlops.evaluation import evaluate
+
+        decision = evaluate(
+            self.spec,
+            version=self.version or None,
+            tracking_uri=self.tracking_uri,
+            lineage=self.lineage(context),
+        )
+        _emit(self, context, {"version": decision["candidate_version"], "decision": decision["id"],
+                              "champion_version": decision["champion_version"]})
+        return decision
+
+
+class PromoteModelOperator(PipelineOperator):
+    """Compare-and-set promotion of the version the gate approved.
+
+    The version comes from ``version`` (UI param) or the triggering ``approved`` Asset event; the
+    expected champion is the one recorded by that version's gate decision.
+    """
+
+    template_fields = (*PipelineOperator.template_fields, "version")
+
+    def __init__(self, *, version: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.version = version
+
+    def _approved_version(self, context: Context) -> str | None:
+        events = context.get("triggering_asset_events") or {}
+        for _, asset_events in events.items():
+            for event in reversed(list(asset_events)):
+                if event.extra and event.extra.get("version"):
+                    return str(event.extra["version"])
+        return None
+
+    def run(self, context: Context) -> dict[str, Any]:
+        from include.mlops import tracking
+        from include.mlops.errors import NothingToDo
+        from include.mlops.registry import promote
+
+        version = self.version or self._approved_version(context)
+        if not version:
+            raise NothingToDo(f"pipeline {self.pipeline}: no version given and no approved candidate event")
+        client = tracking.client(self.tracking_uri)
+        with tracking.service_errors(self.tracking_uri):
+            tags = client.get_model_version(self.spec.model_name, version).tags
+        expected = tags.get("mlops.gate.champion_version")
+        result = promote(
+            self.spec,
+            version=version,
+            expected_champion=None if expected in (None, "none") else expected,
+            tracking_uri=self.tracking_uri,
+            lineage=self.lineage(context),
+        )
+        _emit(self, context, {"version": result["champion"], "previous": result["previous_champion"]})
+        return result
+
+
+class RollbackModelOperator(PipelineOperator):
+    """Restore ``previous_champion`` (or ``to_version``) as champion."""
+
+    template_fields = (*PipelineOperator.template_fields, "to_version")
+
+    def __init__(self, *, to_version: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.to_version = to_version
+
+    def run(self, context: Context) -> dict[str, Any]:
+        from include.mlops.registry import rollback
+
+        result = rollback(
+            self.spec, to_version=self.to_version or None, tracking_uri=self.tracking_uri, lineage=self.lineage(context)
+        )
+        _emit(self, context, {"version": result["champion"], "previous": result["previous_champion"]})
+        return result

@@ -1,0 +1,249 @@
+"""The embedded default stack: Airflow (SQLite, LocalExecutor) and MLflow as local processes.
+
+``python -m tools.stack up|down|status|env``. Everything lives under the git-ignored state folder;
+ports listen on 127.0.0.1 only. The demo and the end-to-end tests use the same code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+ADMIN = ("admin", "admin")
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Stack:
+    state: Path = field(default_factory=lambda: Path(os.environ.get("MLOPS_STATE_DIR") or ROOT / "state"))
+    airflow_port: int = int(os.environ.get("MLOPS_AIRFLOW_PORT", "8080"))
+    mlflow_port: int = int(os.environ.get("MLOPS_MLFLOW_PORT", "5000"))
+    with_mlflow_ui: bool = True
+    disable_schedules: bool = False
+
+    @property
+    def worker_log_port(self) -> int:
+        return self.airflow_port + 713  # 8793 for the default 8080, like Airflow's own default
+
+    @property
+    def trigger_log_port(self) -> int:
+        return self.airflow_port + 714
+
+    @property
+    def airflow_home(self) -> Path:
+        return self.state / "airflow"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.state / "run"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.airflow_port}"
+
+    @property
+    def mlflow_url(self) -> str:
+        return f"http://127.0.0.1:{self.mlflow_port}"
+
+    def env(self) -> dict[str, str]:
+        """Environment of every process: Airflow config as AIRFLOW__ variables, nothing global."""
+        self.airflow_home.mkdir(parents=True, exist_ok=True)
+        secret_file = self.airflow_home / "jwt_secret"
+        if not secret_file.exists():
+            secret_file.write_text(secrets.token_urlsafe(32))
+        passwords = self.airflow_home / "passwords.json"
+        passwords.write_text(json.dumps({ADMIN[0]: ADMIN[1]}))
+        env = {
+            **os.environ,
+            "MLOPS_PROJECT_ROOT": str(ROOT),
+            "MLOPS_STATE_DIR": str(self.state),
+            "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "plugins")]),
+            "AIRFLOW_HOME": str(self.airflow_home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN[0]}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api_url}/execution/",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.airflow_home / 'airflow.db'}",
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(self.airflow_port),
+            "AIRFLOW__API__BASE_URL": self.api_url,
+            "AIRFLOW__API_AUTH__JWT_SECRET": secret_file.read_text(),
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.airflow_home / "logs"),
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.worker_log_port),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(self.trigger_log_port),
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+            "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "900",
+            "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
+            "GX_ANALYTICS_ENABLED": "False",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "DO_NOT_TRACK": "true",
+            "NO_PROXY": "127.0.0.1,localhost",
+            "no_proxy": "127.0.0.1,localhost",
+        }
+        if self.disable_schedules:
+            env["MLOPS_DISABLE_SCHEDULES"] = "1"
+        return env
+
+    # Processes -----------------------------------------------------------------------------
+    def _airflow(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "airflow", *args], env=self.env(), check=check, capture_output=True, text=True
+        )
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.run_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+        proc = subprocess.Popen(argv, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        (self.run_dir / f"{name}.pid").write_text(str(proc.pid))
+
+    def prepare(self) -> None:
+        """Migrate the Airflow DB and load airflow_settings.yaml (idempotent)."""
+        result = self._airflow("db", "migrate", check=False)
+        if result.returncode != 0:
+            raise SystemExit(f"airflow db migrate failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        load = subprocess.run(
+            [sys.executable, "-m", "tools.settings", "load", str(ROOT / "airflow_settings.yaml")],
+            env=self.env(), cwd=ROOT, capture_output=True, text=True, check=False,
+        )
+        if load.returncode != 0:
+            raise SystemExit(f"loading airflow_settings.yaml failed:\n{load.stderr[-3000:]}")
+
+    def up(self, wait: float = 240.0) -> None:
+        if self.running():
+            print(f"already running ({', '.join(self.running())}); use `make down` first", file=sys.stderr)
+            return
+        ports = [self.airflow_port, self.worker_log_port, self.trigger_log_port]
+        ports += [self.mlflow_port] if self.with_mlflow_ui else []
+        busy = [p for p in ports if not port_is_free(p)]
+        if busy:
+            raise SystemExit(
+                f"port(s) {busy} on 127.0.0.1 are in use (another `make up`?); stop it with `make down` "
+                "or choose other ports with MLOPS_AIRFLOW_PORT / MLOPS_MLFLOW_PORT"
+            )
+        self.prepare()
+        for component in COMPONENTS:
+            self._spawn(component, [sys.executable, "-m", "airflow", component])
+        if self.with_mlflow_ui:
+            self._spawn("mlflow", [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1",
+                                   "--port", str(self.mlflow_port), "--workers", "1",
+                                   "--backend-store-uri", default_tracking_uri_for(self.state),
+                                   "--default-artifact-root", artifact_root_for(self.state)])
+        self.wait_healthy(wait)
+
+    def wait_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            dead = [c for c in COMPONENTS if c not in self.running()]
+            if dead:
+                tail = (self.run_dir / f"{dead[0]}.log").read_text(errors="replace")[-3000:]
+                raise SystemExit(f"airflow {dead[0]} exited during start-up; its log ends with:\n{tail}")
+            try:
+                with urllib.request.urlopen(f"{self.api_url}/api/v2/monitor/health", timeout=5) as resp:
+                    health = json.load(resp)
+                if all(health.get(k, {}).get("status") == "healthy" for k in ("metadatabase", "scheduler")):
+                    return
+            except (urllib.error.URLError, OSError, ValueError):
+                pass
+            time.sleep(2)
+        raise SystemExit(f"Airflow did not become healthy within {timeout:.0f}s; logs are in {self.run_dir}")
+
+    def running(self) -> list[str]:
+        alive = []
+        for pid_file in sorted(self.run_dir.glob("*.pid")) if self.run_dir.exists() else []:
+            try:
+                os.kill(int(pid_file.read_text()), 0)
+                alive.append(pid_file.stem)
+            except (OSError, ValueError):
+                pid_file.unlink(missing_ok=True)
+        return alive
+
+    def down(self, timeout: float = 30.0) -> None:
+        pids = {}
+        for pid_file in self.run_dir.glob("*.pid") if self.run_dir.exists() else []:
+            try:
+                pid = int(pid_file.read_text())
+                os.killpg(pid, signal.SIGTERM)
+                pids[pid] = pid_file
+            except (OSError, ValueError):
+                pid_file.unlink(missing_ok=True)
+        deadline = time.monotonic() + timeout
+        while pids and time.monotonic() < deadline:
+            for pid, pid_file in list(pids.items()):
+                try:
+                    os.killpg(pid, 0)
+                except OSError:
+                    pid_file.unlink(missing_ok=True)
+                    del pids[pid]
+            time.sleep(0.5)
+        for pid, pid_file in pids.items():
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                pass
+            pid_file.unlink(missing_ok=True)
+
+
+def default_tracking_uri_for(state: Path) -> str:
+    return f"sqlite:///{state / 'mlflow' / 'mlflow.db'}"
+
+
+def artifact_root_for(state: Path) -> str:
+    return (state / "mlflow" / "artifacts").as_uri()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m tools.stack", description=__doc__)
+    parser.add_argument("command", choices=["up", "down", "status", "prepare"])
+    args = parser.parse_args()
+    stack = Stack()
+    if args.command == "up":
+        stack.up()
+        print(f"Airflow UI: {stack.api_url}  (login {ADMIN[0]} / {ADMIN[1]})")
+        print(f"MLflow UI:  {stack.mlflow_url}")
+        print(f"Logs: {stack.run_dir}   Stop with: make down")
+    elif args.command == "down":
+        stack.down()
+        print("stopped")
+    elif args.command == "prepare":
+        stack.prepare()
+    else:
+        running = stack.running()
+        print("running: " + (", ".join(running) if running else "nothing"))
+
+
+if __name__ == "__main__":
+    main()
