@@ -25,4 +25,6 @@ _specs, _errors = load_specs()
 for _spec in _specs:
     globals().update(build_dags(_spec))
 if _errors:
-    broken_pipeline_specs = _BrokenSpecs("mlops__broken_specs", schedule=None, doc_md="\n".join(_errors.values()))
+    broken_pipeline_specs = _BrokenSpecs(
+        "mlops__broken_specs", schedule=None, doc_md="\n".join(_errors.values())
+    )

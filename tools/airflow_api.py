@@ -53,17 +53,23 @@ class AirflowApi:
             if not missing:
                 return
             time.sleep(2)
-        raise ApiError(f"DAGs not parsed within {timeout:.0f}s: {sorted(missing)}; import errors: {self.import_errors()}")
+        raise ApiError(
+            f"DAGs not parsed within {timeout:.0f}s: {sorted(missing)}; import errors: {self.import_errors()}"
+        )
 
     def unpause(self, dag_id: str) -> None:
         self._request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
 
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
-        run = self._request("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}})
+        run = self._request(
+            "POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}}
+        )
         return run["dag_run_id"]
 
     def runs(self, dag_id: str) -> list[dict[str, Any]]:
-        return self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns?limit=100&order_by=-run_after")["dag_runs"]
+        return self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns?limit=100&order_by=-run_after")[
+            "dag_runs"
+        ]
 
     def run_ids(self, dag_id: str) -> set[str]:
         return {r["dag_run_id"] for r in self.runs(dag_id)}
@@ -98,6 +104,8 @@ class AirflowApi:
         while time.monotonic() < deadline:
             fresh = [r for r in self.runs(dag_id) if r["dag_run_id"] not in known]
             if fresh:
-                return self.wait_run(dag_id, fresh[-1]["dag_run_id"], timeout=max(deadline - time.monotonic(), 1))
+                return self.wait_run(
+                    dag_id, fresh[-1]["dag_run_id"], timeout=max(deadline - time.monotonic(), 1)
+                )
             time.sleep(2)
         raise ApiError(f"no new {dag_id} run started within {timeout:.0f}s")

@@ -23,7 +23,9 @@ def main() -> int:
 
     stack = Stack(with_mlflow_ui=args.keep_running, disable_schedules=True)
     if stack.running():
-        print("The local stack is already running (make up); stop it with `make down` first.", file=sys.stderr)
+        print(
+            "The local stack is already running (make up); stop it with `make down` first.", file=sys.stderr
+        )
         return 2
     os.environ.update(stack.env())  # the driver reads the same state folder as the tasks
     from tools.scenario import run_scenario, summary

@@ -17,6 +17,10 @@ from tools.airflow_api import AirflowApi
 STAGES = ("ingest", "train", "evaluate", "promote", "rollback", "inference", "drift")
 
 
+class Abort(Exception):
+    pass
+
+
 @dataclass
 class Outcome:
     pipeline: str
@@ -27,6 +31,11 @@ class Outcome:
     def step(self, name: str, outcome: str, detail: str = "") -> None:
         self.steps.append((name, outcome, detail))
         print(f"  [{self.pipeline}] {name}: {outcome}{' - ' + detail if detail else ''}", flush=True)
+
+    def require(self, condition: bool, what: str) -> None:
+        """Like expect, but later steps depend on it: stop the scenario here."""
+        if not self.expect(condition, what):
+            raise Abort(what)
 
     def expect(self, condition: bool, what: str) -> bool:
         if not condition:
@@ -44,12 +53,21 @@ def _task_states(api: AirflowApi, dag_id: str, run_id: str) -> dict[str, str]:
 
 
 def run_scenario(api: AirflowApi, pipeline: str, *, rows: int = 6000, timeout: float = 600) -> Outcome:
+    out = Outcome(pipeline)
+    try:
+        _scenario(api, out, rows=rows, timeout=timeout)
+    except Abort:
+        pass
+    return out
+
+
+def _scenario(api: AirflowApi, out: Outcome, *, rows: int, timeout: float) -> None:
     from include.mlops import registry, storage
     from include.mlops.datagen import write_batch
     from include.mlops.spec import find_spec
 
+    pipeline = out.pipeline
     spec = find_spec(pipeline)
-    out = Outcome(pipeline)
     dag = {stage: f"{pipeline}__{stage}" for stage in STAGES}
     api.wait_for_dags(list(dag.values()))
     for dag_id in dag.values():
@@ -79,32 +97,38 @@ def run_scenario(api: AirflowApi, pipeline: str, *, rows: int = 6000, timeout: f
     write_batch(spec, "batch-001", rows=rows, seed=11)
     write_batch(spec, "score-001", rows=rows // 2, seed=21, id_offset=1_000_000, scoring=True)
     ingest = trigger("ingest")
-    out.expect(ingest["state"] == "success", "batch 1 is validated and published")
+    out.require(ingest["state"] == "success", "batch 1 is validated and published")
     before = ingest["before"]
     train = follow("train", before)
     v1 = (api.xcom(dag["train"], train["dag_run_id"], "train") or {}).get("version")
-    out.expect(train["state"] == "success" and v1 is not None, "v1 is trained and registered")
+    out.require(train["state"] == "success" and v1 is not None, "v1 is trained and registered")
     evaluate = follow("evaluate", before)
-    out.expect(evaluate["state"] == "success", "v1 passes the gate on thresholds (no champion yet)")
+    out.require(evaluate["state"] == "success", "v1 passes the gate on thresholds (no champion yet)")
     promote = follow("promote", before)
-    out.expect(promote["state"] == "success", "v1 is promoted")
+    out.require(promote["state"] == "success", "v1 is promoted")
     inference = follow("inference", before)
     out.expect(inference["state"] == "success", "the champion scores scoring batch 1")
     out.facts["v1"] = v1
 
     # 2. A malformed file: quarantined with its report; nothing downstream runs.
     print(f"[{pipeline}] step 2: a malformed file lands", flush=True)
-    write_batch(spec, "batch-002-malformed", rows=rows // 3, seed=13, id_offset=2_000_000, malformed_batch=True)
+    write_batch(
+        spec, "batch-002-malformed", rows=rows // 3, seed=13, id_offset=2_000_000, malformed_batch=True
+    )
     bad = trigger("ingest")
-    out.expect(bad["state"] == "failed", "the malformed batch fails the ingest run")
+    out.require(bad["state"] == "failed", "the malformed batch fails the ingest run")
     out.expect(bad["tasks"].get("validate[0]") == "failed", "its validate task failed (no retry)")
     quarantined = [f for d in storage.list_dirs(spec.uri("quarantine")) for f in storage.list_files(d)]
-    out.expect(any(f.endswith("batch-002-malformed." + spec.data.format) for f in quarantined),
-               "the malformed file is in quarantine")
+    out.expect(
+        any(f.endswith("batch-002-malformed." + spec.data.format) for f in quarantined),
+        "the malformed file is in quarantine",
+    )
     out.expect(any(f.endswith("validation.html") for f in quarantined), "its validation report is next to it")
     out.facts["quarantine"] = spec.uri("quarantine")
     time.sleep(15)  # give the scheduler the chance to (wrongly) start something
-    out.expect(api.run_ids(dag["train"]) == bad["before"]["train"], "no training run follows a quarantined batch")
+    out.expect(
+        api.run_ids(dag["train"]) == bad["before"]["train"], "no training run follows a quarantined batch"
+    )
 
     # 3. Drifted scoring data: scored, drift detected, retraining, gate vs the champion.
     print(f"[{pipeline}] step 3: drifted scoring data arrives", flush=True)
@@ -115,12 +139,12 @@ def run_scenario(api: AirflowApi, pipeline: str, *, rows: int = 6000, timeout: f
     result = api.xcom(dag["drift"], drift["dag_run_id"], "check_drift") or {}
     out.facts["drift_share"] = result.get("drift_share")
     out.facts["drift_report"] = result.get("report_html")
-    out.expect(bool(result.get("drift_detected")), "drift is detected")
-    out.expect(drift["tasks"].get("request_retrain") == "success", "retraining is requested")
+    out.require(bool(result.get("drift_detected")), "drift is detected")
+    out.require(drift["tasks"].get("request_retrain") == "success", "retraining is requested")
     before = drift["before"]
     train2 = follow("train", before)
     v2 = (api.xcom(dag["train"], train2["dag_run_id"], "train") or {}).get("version")
-    out.expect(train2["state"] == "success" and v2 not in (None, v1), "v2 is trained")
+    out.require(train2["state"] == "success" and v2 not in (None, v1), "v2 is trained")
     gate2 = follow("evaluate", before)
     decision = api.xcom(dag["evaluate"], gate2["dag_run_id"], "evaluate")
     if gate2["state"] == "success":
@@ -139,7 +163,6 @@ def run_scenario(api: AirflowApi, pipeline: str, *, rows: int = 6000, timeout: f
         out.expect(aliases.get("previous_champion") == v1, "previous_champion is v1")
     out.facts["v2"] = v2
     out.facts["predictions"] = spec.uri("predictions")
-    return out
 
 
 def summary(outcomes: list[Outcome]) -> str:
@@ -152,7 +175,9 @@ def summary(outcomes: list[Outcome]) -> str:
         lines.append(f"  model versions: v1={f.get('v1')} v2={f.get('v2')} (v2 gate: {f.get('gate_v2')})")
         lines.append(f"  aliases:        {f.get('aliases')}")
         share = f.get("drift_share")
-        lines.append(f"  drift share:    {share:.2f}" if isinstance(share, float) else "  drift share:    n/a")
+        lines.append(
+            f"  drift share:    {share:.2f}" if isinstance(share, float) else "  drift share:    n/a"
+        )
         lines.append(f"  drift report:   {f.get('drift_report')}")
         lines.append(f"  quarantine:     {f.get('quarantine')}")
         lines.append(f"  predictions:    {f.get('predictions')}")

@@ -16,8 +16,13 @@ from typing import Any
 import yaml
 
 CONNECTION_FIELDS = {
-    "conn_type": "conn_type", "conn_host": "host", "conn_schema": "schema", "conn_login": "login",
-    "conn_password": "password", "conn_port": "port", "conn_description": "description",
+    "conn_type": "conn_type",
+    "conn_host": "host",
+    "conn_schema": "schema",
+    "conn_login": "login",
+    "conn_password": "password",
+    "conn_port": "port",
+    "conn_description": "description",
 }
 
 
@@ -41,23 +46,35 @@ def parse(path: Path) -> dict[str, list[dict[str, Any]]]:
             try:
                 extra = json.loads(extra)
             except json.JSONDecodeError as exc:
-                raise SettingsError(f"{path}: connection {item['conn_id']}: conn_extra is not JSON: {exc}") from None
-        conn = {target: item.get(source) for source, target in CONNECTION_FIELDS.items() if item.get(source) is not None}
+                raise SettingsError(
+                    f"{path}: connection {item['conn_id']}: conn_extra is not JSON: {exc}"
+                ) from None
+        conn = {
+            target: item.get(source)
+            for source, target in CONNECTION_FIELDS.items()
+            if item.get(source) is not None
+        }
         result["connections"].append({"conn_id": item["conn_id"], **conn, "extra": extra or None})
     for index, item in enumerate(section.get("variables") or []):
         if not item.get("variable_name"):
             raise SettingsError(f"{path}: airflow.variables[{index}] needs variable_name")
         value = item.get("variable_value")
-        result["variables"].append({
-            "key": item["variable_name"],
-            "value": value if isinstance(value, str) else json.dumps(value),
-        })
+        result["variables"].append(
+            {
+                "key": item["variable_name"],
+                "value": value if isinstance(value, str) else json.dumps(value),
+            }
+        )
     for index, item in enumerate(section.get("pools") or []):
         if not item.get("pool_name") or not isinstance(item.get("pool_slot"), int):
             raise SettingsError(f"{path}: airflow.pools[{index}] needs pool_name and an integer pool_slot")
-        result["pools"].append({
-            "name": item["pool_name"], "slots": item["pool_slot"], "description": item.get("pool_description", ""),
-        })
+        result["pools"].append(
+            {
+                "name": item["pool_name"],
+                "slots": item["pool_slot"],
+                "description": item.get("pool_description", ""),
+            }
+        )
     return result
 
 
@@ -78,8 +95,11 @@ def load(path: Path) -> dict[str, int]:
             session.add(conn)
         for item in settings["pools"]:
             Pool.create_or_update_pool(
-                name=item["name"], slots=item["slots"], description=item["description"],
-                include_deferred=False, session=session,
+                name=item["name"],
+                slots=item["slots"],
+                description=item["description"],
+                include_deferred=False,
+                session=session,
             )
     for item in settings["variables"]:
         Variable.set(item["key"], item["value"])
@@ -92,7 +112,9 @@ def main() -> None:
     parser.add_argument("path", type=Path)
     args = parser.parse_args()
     try:
-        counts = load(args.path) if args.command == "load" else {k: len(v) for k, v in parse(args.path).items()}
+        counts = (
+            load(args.path) if args.command == "load" else {k: len(v) for k, v in parse(args.path).items()}
+        )
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -26,12 +26,10 @@ ADMIN = ("admin", "admin")
 
 
 def port_is_free(port: int) -> bool:
+    """Nothing listens on 127.0.0.1:port (a socket in TIME_WAIT does not count)."""
     with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
 def free_port() -> int:
@@ -121,13 +119,19 @@ class Stack:
     # Processes -----------------------------------------------------------------------------
     def _airflow(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "airflow", *args], env=self.env(), check=check, capture_output=True, text=True
+            [sys.executable, "-m", "airflow", *args],
+            env=self.env(),
+            check=check,
+            capture_output=True,
+            text=True,
         )
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.run_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
-        proc = subprocess.Popen(argv, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            argv, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         (self.run_dir / f"{name}.pid").write_text(str(proc.pid))
 
     def prepare(self) -> None:
@@ -137,7 +141,11 @@ class Stack:
             raise SystemExit(f"airflow db migrate failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
         load = subprocess.run(
             [sys.executable, "-m", "tools.settings", "load", str(ROOT / "airflow_settings.yaml")],
-            env=self.env(), cwd=ROOT, capture_output=True, text=True, check=False,
+            env=self.env(),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if load.returncode != 0:
             raise SystemExit(f"loading airflow_settings.yaml failed:\n{load.stderr[-3000:]}")
@@ -158,10 +166,25 @@ class Stack:
         for component in COMPONENTS:
             self._spawn(component, [sys.executable, "-m", "airflow", component])
         if self.with_mlflow_ui:
-            self._spawn("mlflow", [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1",
-                                   "--port", str(self.mlflow_port), "--workers", "1",
-                                   "--backend-store-uri", default_tracking_uri_for(self.state),
-                                   "--default-artifact-root", artifact_root_for(self.state)])
+            self._spawn(
+                "mlflow",
+                [
+                    sys.executable,
+                    "-m",
+                    "mlflow",
+                    "server",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.mlflow_port),
+                    "--workers",
+                    "1",
+                    "--backend-store-uri",
+                    default_tracking_uri_for(self.state),
+                    "--default-artifact-root",
+                    artifact_root_for(self.state),
+                ],
+            )
         self.wait_healthy(wait)
 
     def wait_healthy(self, timeout: float) -> None:

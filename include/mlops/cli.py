@@ -20,8 +20,15 @@ def _generate(args: argparse.Namespace) -> Any:
     from include.mlops.datagen import write_batch
 
     target = write_batch(
-        find_spec(args.pipeline), args.name, rows=args.rows, seed=args.seed, drift=args.drift,
-        id_offset=args.id_offset, scoring=args.scoring, malformed_batch=args.malformed, dataset=args.dataset,
+        find_spec(args.pipeline),
+        args.name,
+        rows=args.rows,
+        seed=args.seed,
+        drift=args.drift,
+        id_offset=args.id_offset,
+        scoring=args.scoring,
+        malformed_batch=args.malformed,
+        dataset=args.dataset,
     )
     return {"written": target}
 

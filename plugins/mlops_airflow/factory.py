@@ -21,7 +21,11 @@ from mlops_airflow.operators.model import (
     RollbackModelOperator,
     TrainModelOperator,
 )
-from mlops_airflow.operators.monitoring import BatchInferenceOperator, DriftCheckOperator, RequestRetrainOperator
+from mlops_airflow.operators.monitoring import (
+    BatchInferenceOperator,
+    DriftCheckOperator,
+    RequestRetrainOperator,
+)
 
 START = datetime(2026, 1, 1)
 STAGES = ("ingest", "train", "evaluate", "promote", "rollback", "inference", "drift")
@@ -112,7 +116,9 @@ def build_dags(spec: PipelineSpec) -> dict[str, DAG]:
         schedule=assets.candidate,
         description=f"Gate the candidate on thresholds and against the champion ({spec.evaluation.primary_metric})",
         max_active_runs=1,
-        params={"version": Param(None, type=["null", "string"], description="Model version (default: challenger)")},
+        params={
+            "version": Param(None, type=["null", "string"], description="Model version (default: challenger)")
+        },
         **common,
     ) as dag:
         EvaluateModelOperator(
@@ -125,7 +131,11 @@ def build_dags(spec: PipelineSpec) -> dict[str, DAG]:
         schedule=assets.approved,
         description="Move the champion alias to the approved version (compare-and-set)",
         max_active_runs=1,
-        params={"version": Param(None, type=["null", "string"], description="Version to promote (default: approved)")},
+        params={
+            "version": Param(
+                None, type=["null", "string"], description="Version to promote (default: approved)"
+            )
+        },
         **common,
     ) as dag:
         promote = PromoteModelOperator(

@@ -33,7 +33,7 @@ class PipelineOperator(BaseOperator):
 
     @cached_property
     def tracking_uri(self) -> str:
-        from mlops_airflow.hooks.mlflow import MlflowHook
+        from mlops_airflow.hooks.mlflow_tracking import MlflowHook
 
         return MlflowHook(mlflow_conn_id=self.mlflow_conn_id).get_tracking_uri()
 

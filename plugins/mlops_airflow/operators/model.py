@@ -43,8 +43,15 @@ class EvaluateModelOperator(PipelineOperator):
             tracking_uri=self.tracking_uri,
             lineage=self.lineage(context),
         )
-        _emit(self, context, {"version": decision["candidate_version"], "decision": decision["id"],
-                              "champion_version": decision["champion_version"]})
+        _emit(
+            self,
+            context,
+            {
+                "version": decision["candidate_version"],
+                "decision": decision["id"],
+                "champion_version": decision["champion_version"],
+            },
+        )
         return decision
 
 
@@ -105,7 +112,10 @@ class RollbackModelOperator(PipelineOperator):
         from include.mlops.registry import rollback
 
         result = rollback(
-            self.spec, to_version=self.to_version or None, tracking_uri=self.tracking_uri, lineage=self.lineage(context)
+            self.spec,
+            to_version=self.to_version or None,
+            tracking_uri=self.tracking_uri,
+            lineage=self.lineage(context),
         )
         _emit(self, context, {"version": result["champion"], "previous": result["previous_champion"]})
         return result

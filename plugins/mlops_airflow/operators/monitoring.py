@@ -58,6 +58,8 @@ class RequestRetrainOperator(PipelineOperator):
         self.log.info("Requesting retraining: %s", reason)
         for outlet in self.outlets:
             context["outlet_events"][outlet].extra = {
-                "drift_share": drift["drift_share"], "report": drift["report_html"], "reason": reason,
+                "drift_share": drift["drift_share"],
+                "report": drift["report_html"],
+                "reason": reason,
             }
         return {"requested": True, "reason": reason}

@@ -43,7 +43,9 @@ class MlflowHook(BaseHook):
         if extra.get("tracking_uri"):
             return extra["tracking_uri"]
         if not conn.host:
-            raise AirflowFailException(f"connection {self.mlflow_conn_id!r} has neither a host nor extra.tracking_uri")
+            raise AirflowFailException(
+                f"connection {self.mlflow_conn_id!r} has neither a host nor extra.tracking_uri"
+            )
         scheme = conn.schema or "http"
         port = f":{conn.port}" if conn.port else ""
         return f"{scheme}://{conn.host}{port}"
