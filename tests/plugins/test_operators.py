@@ -1,0 +1,74 @@
+"""Airflow adapters: error translation, MLflow connection handling, Asset wiring."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
+
+from include.mlops.errors import GateFailed, NothingToDo, ServiceUnavailable
+from mlops_airflow.assets import pipeline_assets
+from mlops_airflow.hooks.mlflow_tracking import MlflowHook
+from mlops_airflow.operators.base import PipelineOperator
+
+
+def raising(exc):
+    def fn():
+        raise exc
+
+    return fn
+
+
+@pytest.fixture
+def operator():
+    return PipelineOperator(task_id="t", pipeline="churn")
+
+
+def test_deterministic_errors_fail_without_retry(operator):
+    with pytest.raises(AirflowFailException, match="failed the gate"):
+        operator.call_core(raising(GateFailed("candidate failed the gate")))
+
+
+def test_transient_errors_are_retried(operator):
+    with pytest.raises(AirflowException) as err:
+        operator.call_core(raising(ServiceUnavailable("tracking server down")))
+    assert not isinstance(err.value, AirflowFailException)
+
+
+def test_nothing_to_do_skips(operator):
+    with pytest.raises(AirflowSkipException):
+        operator.call_core(raising(NothingToDo("no new file")))
+
+
+def test_operator_template_fields_include_conn_id(operator):
+    assert "mlflow_conn_id" in operator.template_fields
+
+
+def test_missing_default_connection_falls_back_to_embedded_store(state, monkeypatch):
+    monkeypatch.delenv("AIRFLOW_CONN_MLFLOW_DEFAULT", raising=False)
+    assert MlflowHook().get_tracking_uri().startswith("sqlite:///")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    assert MlflowHook().get_tracking_uri() == "http://127.0.0.1:5999"
+
+
+def test_missing_named_connection_is_a_clear_failure(monkeypatch):
+    with pytest.raises(AirflowFailException, match="connection 'mlflow_prod' is not defined"):
+        MlflowHook(mlflow_conn_id="mlflow_prod").get_tracking_uri()
+
+
+def test_connection_host_and_extra(monkeypatch):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_MLFLOW_A", json.dumps({"conn_type": "http", "host": "mlflow.internal", "port": 5000})
+    )
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_MLFLOW_B", json.dumps({"conn_type": "http", "extra": {"tracking_uri": "https://x/y"}})
+    )
+    assert MlflowHook(mlflow_conn_id="mlflow_a").get_tracking_uri() == "http://mlflow.internal:5000"
+    assert MlflowHook(mlflow_conn_id="mlflow_b").get_tracking_uri() == "https://x/y"
+
+
+def test_assets_are_per_pipeline():
+    a, b = pipeline_assets("churn"), pipeline_assets("housing")
+    assert a.validated.name == "mlops.churn.validated"
+    assert a.retrain_requested != b.retrain_requested
