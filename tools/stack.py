@@ -1,6 +1,6 @@
 """The embedded default stack: Airflow (SQLite, LocalExecutor) and MLflow as local processes.
 
-``python -m tools.stack up|down|status|env``. Everything lives under the git-ignored state folder;
+``python -m tools.stack up|down|status|prepare``. Everything lives under the git-ignored state folder;
 ports listen on 127.0.0.1 only. The demo and the end-to-end tests use the same code.
 """
 

@@ -52,6 +52,8 @@ def _run(args: argparse.Namespace) -> Any:
     if args.command == "evaluate":
         return evaluation.evaluate(spec, version=args.version)
     if args.command == "promote":
+        if not args.version:
+            raise MlopsError("promote needs --version (and --expected-champion when there is a champion)")
         return registry.promote(spec, version=args.version, expected_champion=args.expected_champion)
     if args.command == "rollback":
         return registry.rollback(spec, to_version=args.version)

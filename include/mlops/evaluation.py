@@ -13,7 +13,7 @@ import uuid
 from typing import Any
 
 from include.mlops import metrics, tracking
-from include.mlops.errors import GateFailed, NothingToDo
+from include.mlops.errors import GateFailed, NothingToDo, PromotionRefused
 from include.mlops.spec import PipelineSpec
 from include.mlops.tabular import feature_columns
 from include.mlops.training import HOLDOUT_ARTIFACT, download_run_frame
@@ -28,6 +28,18 @@ def _alias_version(client: Any, model: str, alias: str) -> str | None:
         return str(client.get_model_version_by_alias(model, alias).version)
     except MlflowException:
         return None
+
+
+def get_version(client: Any, model: str, version: str) -> Any:
+    """The model version, or a deterministic error naming it (a typo in a UI param must not retry)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version(model, version)
+    except MlflowException as exc:
+        if getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
+            raise PromotionRefused(f"registered model {model!r} has no version {version!r}") from None
+        raise
 
 
 def _check(name: str, value: float | None, passed: bool, limit: str, reason: str) -> dict[str, Any]:
@@ -71,6 +83,18 @@ def decide(
         return checks
     policy = spec.evaluation.champion
     primary = spec.evaluation.primary_metric
+    if primary not in candidate or primary not in champion:
+        checks.append(
+            _check(
+                f"vs_champion:{primary}",
+                None,
+                False,
+                "defined",
+                f"{primary} could not be computed for both models (does the estimator have predict_proba? "
+                "does the holdout hold every class?)",
+            )
+        )
+        return checks
     gain = metrics.improvement(primary, candidate[primary], champion[primary])
     checks.append(
         _check(
@@ -117,7 +141,7 @@ def evaluate(
             raise NothingToDo(
                 f"pipeline {spec.name}: no candidate to evaluate (no 'challenger' alias on {model})"
             )
-        candidate_mv = client.get_model_version(model, version)
+        candidate_mv = get_version(client, model, version)
         champion_version = _alias_version(client, model, "champion")
         holdout = download_run_frame(candidate_mv.run_id, HOLDOUT_ARTIFACT)
         features, target = holdout[feature_columns(holdout, spec)], holdout[spec.data.target]

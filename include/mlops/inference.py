@@ -8,7 +8,6 @@ re-run replaces its own output and a reader never sees a partial file.
 from __future__ import annotations
 
 import logging
-import posixpath
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -42,8 +41,7 @@ def _chunks(uri: str, fmt: str, rows: int) -> Iterator[pd.DataFrame]:
 
 
 def output_folder(spec: PipelineSpec, input_uri: str) -> str:
-    stem = posixpath.splitext(storage.basename(input_uri))[0]
-    return storage.join(spec.uri("predictions"), stem)
+    return storage.join(spec.uri("predictions"), storage.basename(input_uri))
 
 
 def _predict(model: Any, features: pd.DataFrame) -> dict[str, Any]:

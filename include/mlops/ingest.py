@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class IngestResult:
     source: str
-    status: str  # "published" | "quarantined"
+    status: str  # "published" | "duplicate" (same content already published)
     sha256: str
     location: str  # dataset folder or quarantined file
     report: str
@@ -69,6 +69,7 @@ def _publish(
     name = storage.basename(uri)
     dataset = storage.join(spec.uri("datasets"), digest[:16])
     report = storage.join(dataset, "validation.html")
+    status = "published"
     if not storage.is_complete(dataset):
         with storage.atomic_path(storage.join(dataset, "data.parquet")) as tmp:
             frame.to_parquet(storage.local_path(tmp) or tmp, index=False)
@@ -86,10 +87,11 @@ def _publish(
         storage.mark_success(dataset, manifest)
         log.info("Published %s (%d rows) as %s", name, len(frame), dataset)
     else:
+        status = "duplicate"
         log.info("%s has the same content as the published dataset %s; not published twice", name, dataset)
     archived = storage.move(uri, storage.join(spec.uri("archive"), time.strftime("%Y-%m-%d"), name))
     log.info("Archived the source file to %s", archived)
-    return IngestResult(name, "published", digest, dataset, report, rows=len(frame))
+    return IngestResult(name, status, digest, dataset, report, rows=len(frame))
 
 
 def _quarantine(spec: PipelineSpec, uri: str, digest: str, result: dict, reasons: list[str]) -> IngestResult:

@@ -12,7 +12,7 @@ from typing import Any
 
 from include.mlops import tracking
 from include.mlops.errors import NothingToDo, PromotionRefused
-from include.mlops.evaluation import _alias_version
+from include.mlops.evaluation import _alias_version, get_version
 from include.mlops.spec import PipelineSpec
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def promote(
                 f"pipeline {spec.name}: refusing to promote {model} v{version}: the gate compared it with champion "
                 f"{_v(expected_champion)} but the champion is now {_v(current)}; evaluate it again"
             )
-        gate = client.get_model_version(model, version).tags.get("mlops.gate.decision")
+        gate = get_version(client, model, version).tags.get("mlops.gate.decision")
         if gate != "passed" and reason == "gate passed":
             raise PromotionRefused(
                 f"pipeline {spec.name}: {model} v{version} has no passed gate decision (tag: {gate})"
@@ -88,7 +88,7 @@ def rollback(
             raise NothingToDo(
                 f"pipeline {spec.name}: nothing to roll back to ({model} has no previous_champion)"
             )
-        client.get_model_version(model, target)  # fails clearly if the version does not exist
+        get_version(client, model, target)  # a deterministic error if the version does not exist
         if target == current:
             raise PromotionRefused(f"pipeline {spec.name}: {model} v{target} is already the champion")
     return promote(

@@ -28,7 +28,7 @@ def test_good_batch_is_published_and_bad_batch_quarantined_intact(churn):
             results.append(ingest.ingest_file(churn, uri))
         except ValidationFailed as exc:
             failures.append(exc)
-    assert [r.source for r in results] == ["good.parquet"]
+    assert [(r.source, r.status) for r in results] == [("good.parquet", "published")]
     assert len(failures) == 1
     message = str(failures[0])
     assert "pipeline churn: bad.parquet failed validation" in message
@@ -59,8 +59,8 @@ def test_unreadable_and_structurally_wrong_files_are_quarantined(churn):
 def test_same_content_twice_is_published_once(churn):
     write_batch(churn, "a", rows=300, seed=5)
     write_batch(churn, "b", rows=300, seed=5)
-    for uri in ingest.discover(churn):
-        ingest.ingest_file(churn, uri)
+    statuses = [ingest.ingest_file(churn, uri).status for uri in ingest.discover(churn)]
+    assert statuses == ["published", "duplicate"]  # a duplicate is not announced: no retrain on it
     assert len(ingest.published_datasets(churn)) == 1
 
 
