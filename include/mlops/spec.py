@@ -20,6 +20,8 @@ CLASSIFICATION_METRICS = ("roc_auc", "f1", "accuracy", "precision", "recall", "l
 REGRESSION_METRICS = ("rmse", "mae", "r2")
 LOWER_IS_BETTER = frozenset({"log_loss", "rmse", "mae"})
 
+# libyaml's safe loader when present: parsing 20 specs drops from ~100 ms to ~15 ms.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -227,7 +229,7 @@ def parse_spec(raw: Any, source: str) -> PipelineSpec:
 def load_spec(path: str | Path) -> PipelineSpec:
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER)  # noqa: S506 - a safe loader
     except OSError as exc:
         raise SpecError(f"{path}: cannot read the spec: {exc.strerror}") from None
     except yaml.YAMLError as exc:
