@@ -268,9 +268,7 @@ def main() -> None:
         f"  of which garbage collection:            median {statistics.median(p['t_gc'] for p in parses):.3f} s"
         f"  [full: {runs([p['t_gc_full'] for p in parses])}]"
     )
-    print(
-        "  (Airflow's heap is gc.freeze()d before the parse, as the real DAG processor does)"
-    )
+    print("  (Airflow's heap is gc.freeze()d before the parse, as the real DAG processor does)")
     print(
         f"per DAG: {per_dag_ms:.2f} ms (target < {TARGETS['ms_per_dag']}), "
         f"folder: {folder:.3f} s (target < {TARGETS['folder_s']}), parse/import ratio {folder / baseline:.3f}"

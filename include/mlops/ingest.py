@@ -89,14 +89,18 @@ def _publish(
     else:
         status = "duplicate"
         log.info("%s has the same content as the published dataset %s; not published twice", name, dataset)
-    archived = storage.move(uri, storage.join(spec.uri("archive"), time.strftime("%Y-%m-%d"), name))
+    archived = storage.move(
+        uri, storage.join(spec.uri("archive"), time.strftime("%Y-%m-%d", time.gmtime()), name)
+    )
     log.info("Archived the source file to %s", archived)
     return IngestResult(name, status, digest, dataset, report, rows=len(frame))
 
 
 def _quarantine(spec: PipelineSpec, uri: str, digest: str, result: dict, reasons: list[str]) -> IngestResult:
     name = storage.basename(uri)
-    folder = storage.join(spec.uri("quarantine"), f"{time.strftime('%Y%m%dT%H%M%S')}-{digest[:8]}")
+    folder = storage.join(
+        spec.uri("quarantine"), f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{digest[:8]}"
+    )
     report = storage.join(folder, "validation.html")
     storage.write_json(storage.join(folder, "validation.json"), result)
     storage.write_text(report, render_html(result, title=f"{spec.name}: {name} (quarantined)"))

@@ -20,20 +20,21 @@ def compute(task: str, model: Any, features: pd.DataFrame, target: pd.Series) ->
             "mae": float(m.mean_absolute_error(target, predicted)),
             "r2": float(m.r2_score(target, predicted)),
         }
-    binary = target.nunique() <= 2
-    average = "binary" if binary else "macro"
+    labels = list(getattr(model, "classes_", sorted(target.unique())))
+    binary = len(labels) == 2
+    # Binary metrics are about the model's second class (1, True, "yes" ...), whatever the label type.
+    options = {"average": "binary", "pos_label": labels[1]} if binary else {"average": "macro"}
     result = {
         "accuracy": float(m.accuracy_score(target, predicted)),
-        "f1": float(m.f1_score(target, predicted, average=average, zero_division=0)),
-        "precision": float(m.precision_score(target, predicted, average=average, zero_division=0)),
-        "recall": float(m.recall_score(target, predicted, average=average, zero_division=0)),
+        "f1": float(m.f1_score(target, predicted, zero_division=0, **options)),
+        "precision": float(m.precision_score(target, predicted, zero_division=0, **options)),
+        "recall": float(m.recall_score(target, predicted, zero_division=0, **options)),
     }
     if hasattr(model, "predict_proba"):
         proba = model.predict_proba(features)
-        labels = list(model.classes_)
         try:
             if binary and proba.shape[1] == 2:
-                result["roc_auc"] = float(m.roc_auc_score(target, proba[:, 1]))
+                result["roc_auc"] = float(m.roc_auc_score(target == labels[1], proba[:, 1]))
             else:
                 result["roc_auc"] = float(m.roc_auc_score(target, proba, multi_class="ovr", labels=labels))
             result["log_loss"] = float(m.log_loss(target, proba, labels=labels))

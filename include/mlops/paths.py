@@ -31,10 +31,11 @@ def pipelines_dir() -> Path:
 
 
 def to_uri(path_or_uri: str) -> str:
-    """Turn a bare local path into a ``file://`` URI; leave URIs with a scheme alone."""
+    """Turn a bare local path (relative ones: to the project root) into a ``file://`` URI."""
     if "://" in path_or_uri:
         return path_or_uri.rstrip("/")
-    return "file://" + str(Path(path_or_uri).expanduser().resolve())
+    path = Path(path_or_uri).expanduser()
+    return "file://" + str((path if path.is_absolute() else PROJECT_ROOT / path).resolve())
 
 
 def expand(template: str) -> str:

@@ -37,6 +37,22 @@ def parse_duration(text: str | int) -> int:
     return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
+_PRESETS = {"@once", "@hourly", "@daily", "@weekly", "@monthly", "@yearly"}
+
+
+def check_schedule(value: str | None) -> str | None:
+    """A cron expression or preset; checked with croniter when it is installed (it is with Airflow)."""
+    if value is None or value in _PRESETS:
+        return value
+    try:
+        from croniter import croniter
+    except ImportError:  # a training container without Airflow: the DAG side has checked it
+        return value
+    if not croniter.is_valid(value):
+        raise ValueError(f"{value!r} is not a cron expression or one of {', '.join(sorted(_PRESETS))}")
+    return value
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -53,6 +69,8 @@ class DataSpec(_Model):
     datasets: str | None = None
     quarantine: str | None = None
     archive: str | None = None
+
+    _schedule = field_validator("schedule")(classmethod(lambda cls, v: check_schedule(v)))
 
     @model_validator(mode="after")
     def _distinct_columns(self) -> DataSpec:
@@ -91,12 +109,23 @@ class TrainingSpec(_Model):
     def _backend_config(self) -> TrainingSpec:
         if self.backend != "local" and getattr(self, self.backend) is None:
             raise ValueError(f"backend {self.backend!r} needs a '{self.backend}:' section")
+        if self.backend != "local":
+            # Refuse rather than silently train in the worker: the remote backends come in a later release.
+            raise ValueError(f"backend {self.backend!r} is not available yet in this version; use 'local'")
         return self
 
 
 class Threshold(_Model):
     min: float | None = None
     max: float | None = None
+
+    @model_validator(mode="after")
+    def _bounded(self) -> Threshold:
+        if self.min is None and self.max is None:
+            raise ValueError("a threshold needs min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        return self
 
 
 class ChampionPolicy(_Model):
@@ -122,6 +151,8 @@ class InferenceSpec(_Model):
     format: Literal["csv", "parquet"] = "parquet"
     chunk_rows: Annotated[int, Field(gt=0)] = 100_000
 
+    _schedule = field_validator("schedule")(classmethod(lambda cls, v: check_schedule(v)))
+
 
 class MonitoringSpec(_Model):
     schedule: str | None = "@daily"
@@ -130,10 +161,15 @@ class MonitoringSpec(_Model):
     window_batches: Annotated[int, Field(gt=0)] = 1
     reports: str | None = None
 
+    _schedule = field_validator("schedule")(classmethod(lambda cls, v: check_schedule(v)))
+
     @field_validator("retrain_cooldown", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> int:
-        return parse_duration(value)
+        seconds = parse_duration(value)
+        if seconds < 0:
+            raise ValueError("must not be negative")
+        return seconds
 
 
 class NotificationsSpec(_Model):
@@ -229,7 +265,7 @@ def parse_spec(raw: Any, source: str) -> PipelineSpec:
 def load_spec(path: str | Path) -> PipelineSpec:
     path = Path(path)
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER)  # noqa: S506 - a safe loader
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER)
     except OSError as exc:
         raise SpecError(f"{path}: cannot read the spec: {exc.strerror}") from None
     except yaml.YAMLError as exc:

@@ -55,4 +55,5 @@ def feature_columns(frame: pd.DataFrame, spec: PipelineSpec) -> list[str]:
     if spec.data.features:
         return list(spec.data.features)
     skip = {spec.data.target, spec.data.id_column, spec.data.timestamp_column}
-    return [c for c in frame.columns if c not in skip]
+    # Raw timestamps make poor features (one-hot over instants); list them in data.features to keep them.
+    return [c for c in frame.columns if c not in skip and not pd.api.types.is_datetime64_any_dtype(frame[c])]

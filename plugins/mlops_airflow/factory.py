@@ -59,7 +59,13 @@ def _cron_or_assets(cron: str | None, assets: Any) -> Any:
     if not cron:
         return assets
     if cron.startswith("@"):
-        cron = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@weekly": "0 0 * * 0"}.get(cron, cron)
+        cron = {
+            "@hourly": "0 * * * *",
+            "@daily": "0 0 * * *",
+            "@weekly": "0 0 * * 0",
+            "@monthly": "0 0 1 * *",
+            "@yearly": "0 0 1 1 *",
+        }.get(cron, cron)
     return AssetOrTimeSchedule(timetable=CronTriggerTimetable(cron, timezone="UTC"), assets=assets)
 
 

@@ -41,7 +41,8 @@ def loaded(name):
     return name in sys.modules
 print(json.dumps({
     "dags": {d.dag_id: {"owner": d.owner, "tags": sorted(d.tags), "retries": [t.retries for t in d.tasks],
-                        "schedule": repr(d.timetable), "params": sorted(d.params.keys())}
+                        "schedule": repr(d.timetable), "params": sorted(d.params.keys()),
+                        "tasks": sorted(t.task_id for t in d.tasks)}
              for d in bag.dags.values()},
     "import_errors": bag.import_errors,
     "heavy": [h for h in heavy if loaded(h)],
@@ -116,3 +117,12 @@ def test_broken_spec_is_one_import_error_and_others_survive(tmp_path, pipelines_
     assert {f"churn__{s}" for s in STAGES} <= set(parsed["dags"])
     assert {f"housing__{s}" for s in STAGES} <= set(parsed["dags"])
     assert not any(d.startswith("broken") for d in parsed["dags"])
+
+
+def test_manual_approval_adds_a_human_in_the_loop_task(tmp_path, pipelines_dir):
+    spec = (pipelines_dir / "churn.yaml").read_text().replace("approval: auto", "approval: manual")
+    (pipelines_dir / "churn.yaml").write_text(spec)
+    parsed = parse_dags(tmp_path, MLOPS_PIPELINES_DIR=str(pipelines_dir))
+    assert parsed["import_errors"] == {}
+    assert parsed["dags"]["churn__promote"]["tasks"] == ["approve", "promote"]
+    assert parsed["dags"]["housing__promote"]["tasks"] == ["promote"]

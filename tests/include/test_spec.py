@@ -83,3 +83,41 @@ def test_uris_expand_data_root(state):
     )
     assert spec.uri("landing") == (state / "data" / "landing" / "demo").as_uri()
     assert spec.uri("quarantine") == (state / "data" / "quarantine" / "demo").as_uri()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"inference": {"input": "/i", "output": "/o", "schedule": "every day"}},
+            "inference.schedule: 'every day' is not a cron",
+        ),
+        (
+            {
+                "evaluation": {
+                    "primary_metric": "roc_auc",
+                    "thresholds": {"roc_auc": {"min": 0.9, "max": 0.8}},
+                }
+            },
+            "min (0.9) is greater than max (0.8)",
+        ),
+        (
+            {"evaluation": {"primary_metric": "roc_auc", "thresholds": {"roc_auc": {}}}},
+            "a threshold needs min, max or both",
+        ),
+        ({"monitoring": {"retrain_cooldown": "-5"}}, "monitoring.retrain_cooldown"),
+        (
+            {
+                "training": {
+                    "estimator": "sklearn.svm.SVC",
+                    "backend": "kubernetes",
+                    "kubernetes": {"image": "x"},
+                }
+            },
+            "backend 'kubernetes' is not available yet",
+        ),
+    ],
+)
+def test_more_rules(overrides, message):
+    with pytest.raises(SpecError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_spec(minimal(**overrides), "x.yaml")
