@@ -66,6 +66,16 @@ def _run(args: argparse.Namespace) -> Any:
     raise AssertionError(args.command)
 
 
+def _history(args: argparse.Namespace) -> Any:
+    from include.mlops.history import format_table, show
+
+    records = show(find_spec(args.pipeline).model_name)
+    if args.json:
+        return records
+    print(format_table(records))
+    return None
+
+
 def _check_specs(_: argparse.Namespace) -> Any:
     specs, errors = load_specs()
     if errors:
@@ -77,6 +87,10 @@ def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="python -m include.mlops", description=__doc__)
     sub = root.add_subparsers(dest="command", required=True)
     sub.add_parser("check-specs", help="validate every pipeline spec").set_defaults(func=_check_specs)
+    hist = sub.add_parser("history", help="show a pipeline's promotion history (append-only audit)")
+    hist.add_argument("pipeline")
+    hist.add_argument("--json", action="store_true", help="print the records as JSON")
+    hist.set_defaults(func=_history)
     gen = sub.add_parser("generate", help="write a synthetic batch into a pipeline's landing or scoring zone")
     gen.add_argument("pipeline")
     gen.add_argument("--name", required=True, help="file name without extension")
@@ -119,5 +133,6 @@ def main(argv: list[str] | None = None) -> int:
     except MlopsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2 if exc.deterministic else 75
-    print(json.dumps(result, indent=2, default=str))
+    if result is not None:
+        print(json.dumps(result, indent=2, default=str))
     return 0

@@ -151,7 +151,12 @@ class InferenceSpec(_Model):
     format: Literal["csv", "parquet"] = "parquet"
     chunk_rows: Annotated[int, Field(gt=0)] = 100_000
 
-    _schedule = field_validator("schedule")(classmethod(lambda cls, v: check_schedule(v)))
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str | None) -> str | None:
+        if value == "@once":
+            raise ValueError("@once cannot be combined with the champion Asset trigger; use a cron or null")
+        return check_schedule(value)
 
 
 class MonitoringSpec(_Model):

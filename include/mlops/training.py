@@ -120,6 +120,24 @@ def train(
     import mlflow
     from mlflow.models import infer_signature
 
+    client = tracking.client(tracking_uri)
+    with tracking.service_errors(tracking_uri):
+        existing = _version_of_run(client, spec.model_name, lineage)
+    if existing is not None:
+        log.info(
+            "This Airflow run already registered %s v%s; not training twice",
+            spec.model_name,
+            existing.version,
+        )
+        run = client.get_run(existing.run_id)
+        return TrainResult(
+            run_id=existing.run_id,
+            version=str(existing.version),
+            model_uri=f"models:/{spec.model_name}/{existing.version}",
+            metrics=dict(run.data.metrics),
+            training_rows=int(existing.tags.get("mlops.training_rows", 0)),
+            holdout_rows=int(existing.tags.get("mlops.holdout_rows", 0)),
+        )
     frame, manifests = load_training_frame(spec)
     mask = holdout_mask(frame, spec)
     train_frame, holdout = frame[~mask].reset_index(drop=True), frame[mask].reset_index(drop=True)
@@ -134,7 +152,6 @@ def train(
             f"pipeline {spec.name}: target {spec.data.target!r} has a single class in the training data"
         )
 
-    client = tracking.client(tracking_uri)
     with tracking.service_errors(tracking_uri):
         experiment_id = tracking.ensure_experiment(spec.experiment_name)
     model = build_model(spec, x_train)
@@ -194,6 +211,25 @@ def train(
         training_rows=len(x_train),
         holdout_rows=len(x_holdout),
     )
+
+
+def _version_of_run(client: Any, model: str, lineage: dict[str, str] | None) -> Any:
+    """The version an Airflow run already registered (a cleared and re-run task must not add another)."""
+    if not lineage or not lineage.get("airflow.run_id"):
+        return None
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = client.search_model_versions(f"name = '{model}'")
+    except MlflowException:
+        return None
+    for version in versions:
+        tags = version.tags or {}
+        if tags.get("airflow.run_id") == lineage["airflow.run_id"] and tags.get(
+            "airflow.dag_id"
+        ) == lineage.get("airflow.dag_id"):
+            return version
+    return None
 
 
 def _own_types(model: Any) -> list[str]:

@@ -148,12 +148,18 @@ def build_dags(spec: PipelineSpec) -> dict[str, DAG]:
             task_id="promote", version="{{ params.version or '' }}", outlets=[assets.champion], **base
         )
         if spec.registry.approval == "manual":
-            from airflow.providers.standard.operators.hitl import ApprovalOperator
+            from mlops_airflow.operators.approval import PromotionApprovalOperator
 
-            approve = ApprovalOperator(
+            approve = PromotionApprovalOperator(
                 task_id="approve",
+                pipeline=spec.name,
+                version="{{ params.version or '' }}",
                 subject=f"Promote a new {spec.name} champion?",
-                body="The gate passed. Check the decision record on the model version in MLflow, then approve.",
+                body=(
+                    "The gate passed for the candidate that triggered this run. Read its decision record "
+                    "(tags `mlops.gate.*` and artifact `gate/` of its MLflow run), then Approve or Reject. "
+                    "A rejection is recorded in the model's promotion history."
+                ),
                 retries=0,
             )
             approve >> promote

@@ -9,6 +9,16 @@ from airflow.sdk import Context
 from mlops_airflow.operators.base import PipelineOperator
 
 
+def approved_version(context: Context) -> str | None:
+    """The model version carried by the Asset event that triggered this run, if any."""
+    events = context.get("triggering_asset_events") or {}
+    for _, asset_events in events.items():
+        for event in reversed(list(asset_events)):
+            if event.extra and event.extra.get("version"):
+                return str(event.extra["version"])
+    return None
+
+
 def _emit(operator: PipelineOperator, context: Context, extra: dict[str, Any]) -> None:
     for outlet in operator.outlets:
         context["outlet_events"][outlet].extra = extra
@@ -68,25 +78,18 @@ class PromoteModelOperator(PipelineOperator):
         super().__init__(**kwargs)
         self.version = version
 
-    def _approved_version(self, context: Context) -> str | None:
-        events = context.get("triggering_asset_events") or {}
-        for _, asset_events in events.items():
-            for event in reversed(list(asset_events)):
-                if event.extra and event.extra.get("version"):
-                    return str(event.extra["version"])
-        return None
-
     def run(self, context: Context) -> dict[str, Any]:
         from include.mlops import tracking
         from include.mlops.errors import NothingToDo
+        from include.mlops.evaluation import get_version
         from include.mlops.registry import promote
 
-        version = self.version or self._approved_version(context)
+        version = self.version or approved_version(context)
         if not version:
             raise NothingToDo(f"pipeline {self.pipeline}: no version given and no approved candidate event")
         client = tracking.client(self.tracking_uri)
         with tracking.service_errors(self.tracking_uri):
-            tags = client.get_model_version(self.spec.model_name, version).tags
+            tags = get_version(client, self.spec.model_name, version).tags
         expected = tags.get("mlops.gate.champion_version")
         result = promote(
             self.spec,

@@ -1,0 +1,60 @@
+"""Human approval of a promotion (``registry.approval: manual``), with rejections audited."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.sdk import Context
+
+from mlops_airflow.operators.base import PipelineOperator
+from mlops_airflow.operators.model import approved_version
+
+
+class PromotionApprovalOperator(ApprovalOperator):
+    """Waits for Approve / Reject in the Airflow UI; a rejection is written to the model's history.
+
+    On Reject the promote task is skipped (ApprovalOperator's behaviour) and the champion stays.
+    """
+
+    template_fields = (*ApprovalOperator.template_fields, "pipeline", "mlflow_conn_id", "version")
+
+    def __init__(
+        self,
+        *,
+        pipeline: str,
+        version: str | None = None,
+        mlflow_conn_id: str = "mlflow_default",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.pipeline = pipeline
+        self.version = version
+        self.mlflow_conn_id = mlflow_conn_id
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        chosen = (event.get("chosen_options") or [None])[0]
+        if "error" not in event and chosen == self.REJECT:
+            self._record_rejection(context, event)
+        return super().execute_complete(context=context, event=event)
+
+    def _record_rejection(self, context: Context, event: dict[str, Any]) -> None:
+        from include.mlops.registry import record_rejection
+        from include.mlops.spec import find_spec
+        from mlops_airflow.hooks.mlflow_tracking import MlflowHook
+
+        version = self.version or approved_version(context)
+        if not version:
+            self.log.warning("Rejected, but no version is known to record the rejection against")
+            return
+        user = event.get("responded_by_user") or {}
+        who = user.get("name") or user.get("id") or "unknown user"
+        lineage = {**PipelineOperator.lineage(context), "triggered_by": f"ui:{who}"}
+        record_rejection(
+            find_spec(self.pipeline),
+            version=version,
+            reason=f"promotion rejected in the Airflow UI by {who}",
+            tracking_uri=MlflowHook(mlflow_conn_id=self.mlflow_conn_id).get_tracking_uri(),
+            lineage=lineage,
+        )
+        self.log.info("Recorded the rejection of v%s by %s", version, who)
