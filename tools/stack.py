@@ -109,6 +109,9 @@ class Stack:
             "GX_ANALYTICS_ENABLED": "False",
             "MLFLOW_DISABLE_TELEMETRY": "true",
             "DO_NOT_TRACK": "true",
+            # MLflow's job runner serves its GenAI features, which this project does not use; it would
+            # start several extra processes (~2 GB).
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
             "NO_PROXY": "127.0.0.1,localhost",
             "no_proxy": "127.0.0.1,localhost",
         }
@@ -198,7 +201,10 @@ class Stack:
                 with urllib.request.urlopen(f"{self.api_url}/api/v2/monitor/health", timeout=5) as resp:
                     health = json.load(resp)
                 if all(health.get(k, {}).get("status") == "healthy" for k in ("metadatabase", "scheduler")):
-                    return
+                    if not self.with_mlflow_ui:
+                        return
+                    with urllib.request.urlopen(f"{self.mlflow_url}/health", timeout=5):
+                        return
             except (urllib.error.URLError, OSError, ValueError):
                 pass
             time.sleep(2)
