@@ -8,8 +8,10 @@ is logged to the candidate's MLflow run and tagged on its model version before a
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from include.mlops import metrics, tracking
@@ -133,9 +135,12 @@ def evaluate(
     """Gate one candidate version (default: the ``challenger``); raise GateFailed when it fails."""
     import mlflow
 
+    from include.mlops import gate_checks, gate_report
+
     client = tracking.client(tracking_uri)
     model = spec.model_name
-    with tracking.service_errors(tracking_uri):
+    task = spec.data.task
+    with tracking.service_errors(tracking_uri), tempfile.TemporaryDirectory() as tmp:
         version = version or _alias_version(client, model, "challenger")
         if version is None:
             raise NothingToDo(
@@ -143,45 +148,82 @@ def evaluate(
             )
         candidate_mv = get_version(client, model, version)
         champion_version = _alias_version(client, model, "champion")
+        if champion_version == version:
+            champion_version = None  # re-evaluating the champion itself: judge it on thresholds alone
         holdout = download_run_frame(candidate_mv.run_id, HOLDOUT_ARTIFACT)
         features, target = holdout[feature_columns(holdout, spec)], holdout[spec.data.target]
-        candidate_scores = metrics.compute(
-            spec.data.task, mlflow.sklearn.load_model(f"models:/{model}/{version}"), features, target
+        local = Path(
+            mlflow.artifacts.download_artifacts(f"models:/{model}/{version}", dst_path=f"{tmp}/candidate")
         )
-        champion_scores = None
+        candidate_model = mlflow.sklearn.load_model(str(local))
+        signature = mlflow.models.Model.load(str(local)).signature
+        candidate = metrics.score(task, candidate_model, features)
+        champion = None
         if champion_version is not None:
-            champion_model = mlflow.sklearn.load_model(f"models:/{model}/{champion_version}")
-            champion_scores = metrics.compute(spec.data.task, champion_model, features, target)
+            champion = metrics.score(
+                task, mlflow.sklearn.load_model(f"models:/{model}/{champion_version}"), features
+            )
 
-    checks = decide(spec, candidate_scores, champion_scores)
-    passed = all(c["passed"] for c in checks)
-    decision = {
-        "id": uuid.uuid4().hex,
-        "pipeline": spec.name,
-        "model": model,
-        "candidate_version": version,
-        "champion_version": champion_version,
-        "passed": passed,
-        "checks": checks,
-        "reasons": [c["reason"] for c in checks if not c["passed"]] or [c["reason"] for c in checks],
-        "candidate_metrics": candidate_scores,
-        "champion_metrics": champion_scores,
-        "holdout_rows": len(holdout),
-        "evaluated_at": time.time(),
-        **({"lineage": lineage} if lineage else {}),
-    }
-    with tracking.service_errors(tracking_uri):
-        client.log_dict(candidate_mv.run_id, decision, f"gate/decision-{decision['id'][:8]}.json")
+        candidate_scores = metrics.from_scored(task, target, candidate)
+        champion_scores = metrics.from_scored(task, target, champion) if champion is not None else None
+        checks = decide(spec, candidate_scores, champion_scores)
+        distribution, interval, margin = None, None, None
+        primary = spec.evaluation.primary_metric
+        if (
+            champion is not None
+            and spec.evaluation.bootstrap.resamples > 0
+            and primary in candidate_scores
+            and primary in champion_scores
+        ):
+            exact = metrics.improvement(primary, candidate_scores[primary], champion_scores[primary])
+            record, distribution = gate_checks.bootstrap_check(spec, target, candidate, champion, exact)
+            checks.append(record)
+            interval, margin = record["interval"], record["margin"]
+        checks += gate_checks.slice_checks(spec, holdout, candidate)
+        if spec.evaluation.latency is not None:
+            checks.append(gate_checks.latency_check(spec, candidate_model, features))
+        if spec.evaluation.max_model_mb is not None:
+            checks.append(gate_checks.size_check(spec, local))
+        if spec.evaluation.check_scoring_schema:
+            required = signature.inputs.input_names() if signature else list(features.columns)
+            checks.append(gate_checks.schema_check(spec, required))
+
+        passed = all(c["passed"] for c in checks)
+        decision = {
+            "id": uuid.uuid4().hex,
+            "pipeline": spec.name,
+            "model": model,
+            "candidate_version": version,
+            "champion_version": champion_version,
+            "passed": passed,
+            "checks": checks,
+            "reasons": [c["reason"] for c in checks if not c["passed"]] or [c["reason"] for c in checks],
+            "candidate_metrics": candidate_scores,
+            "champion_metrics": champion_scores,
+            "holdout_rows": len(holdout),
+            "evaluated_at": time.time(),
+            **({"lineage": lineage} if lineage else {}),
+        }
+        images = gate_report.plots(
+            task, target.to_numpy(), candidate, champion, distribution, interval, margin
+        )
+        report_html = gate_report.render(decision, images)
+        short = decision["id"][:8]
+        decision["report_artifact"] = f"gate/report-{short}.html"
+        client.log_dict(candidate_mv.run_id, decision, f"gate/decision-{short}.json")
+        client.log_text(candidate_mv.run_id, report_html, decision["report_artifact"])
         for key, value in {
             "mlops.gate.decision": "passed" if passed else "failed",
             "mlops.gate.id": decision["id"],
             "mlops.gate.champion_version": champion_version or "none",
             "mlops.gate.reasons": " | ".join(decision["reasons"])[:4900],
+            "mlops.gate.report": decision["report_artifact"],
         }.items():
             client.set_model_version_tag(model, version, key, value)
+    decision["run_id"] = candidate_mv.run_id
     log.info("Gate for %s v%s: %s", model, version, "PASSED" if passed else "FAILED")
-    for check in checks:
-        log.info("  [%s] %s", "ok" if check["passed"] else "FAIL", check["reason"])
+    for item in checks:
+        log.info("  [%s] %s", "ok" if item["passed"] else "FAIL", item["reason"])
     if not passed:
         raise GateFailed(
             f"pipeline {spec.name}: candidate {model} v{version} failed the gate; champion "

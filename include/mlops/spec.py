@@ -133,10 +133,40 @@ class ChampionPolicy(_Model):
     max_regression: Annotated[float, Field(ge=0)] = 0.01
 
 
+class BootstrapPolicy(_Model):
+    """Paired bootstrap CI of the primary metric's improvement over the champion."""
+
+    resamples: Annotated[int, Field(ge=0, le=100_000)] = 1000  # 0 switches the check off
+    confidence: Annotated[float, Field(gt=0.5, lt=1)] = 0.95
+    margin: float | None = None  # lower bound must be >= margin; default: -champion.max_regression
+    seed: int = 7
+
+
+class SliceFloor(_Model):
+    """A metric floor (and/or ceiling) for every segment of a column, e.g. each contract type."""
+
+    column: str
+    metric: str
+    min: float | None = None
+    max: float | None = None
+    min_rows: Annotated[int, Field(ge=1)] = 50  # smaller segments are reported, not judged
+
+
+class LatencyBudget(_Model):
+    max_p95_ms: Annotated[float, Field(gt=0)]
+    batch_rows: Annotated[int, Field(gt=0)] = 1000
+    repeats: Annotated[int, Field(ge=5)] = 30
+
+
 class EvaluationSpec(_Model):
     primary_metric: str
     thresholds: dict[str, Threshold] = Field(default_factory=dict)
     champion: ChampionPolicy = ChampionPolicy()
+    bootstrap: BootstrapPolicy = BootstrapPolicy()
+    slices: list[SliceFloor] = Field(default_factory=list)
+    latency: LatencyBudget | None = None
+    max_model_mb: Annotated[float, Field(gt=0)] | None = None
+    check_scoring_schema: bool = True  # refuse a candidate needing columns the scoring data lacks
 
 
 class RegistrySpec(_Model):
@@ -212,7 +242,8 @@ class PipelineSpec(_Model):
     @model_validator(mode="after")
     def _metrics_fit_task(self) -> PipelineSpec:
         allowed = CLASSIFICATION_METRICS if self.data.task == "classification" else REGRESSION_METRICS
-        for metric in [self.evaluation.primary_metric, *self.evaluation.thresholds]:
+        slice_metrics = [s.metric for s in self.evaluation.slices]
+        for metric in [self.evaluation.primary_metric, *self.evaluation.thresholds, *slice_metrics]:
             if metric not in allowed:
                 raise ValueError(
                     f"evaluation metric {metric!r} does not fit a {self.data.task} task; use one of {', '.join(allowed)}"

@@ -192,12 +192,17 @@ def train(
             reference.to_parquet(Path(tmp) / "reference.parquet", index=False)
             mlflow.log_artifact(str(Path(tmp) / "holdout.parquet"), "data")
             mlflow.log_artifact(str(Path(tmp) / "reference.parquet"), "data")
-        signature = infer_signature(x_train.head(100), model.predict(x_train.head(100)))
+        # Integer columns are declared as doubles: a scoring batch with a missing value in one of them
+        # arrives as floats and must still match the signature.
+        example = x_train.head(100).astype(
+            {c: "float64" for c in x_train.columns if pd.api.types.is_integer_dtype(x_train[c])}
+        )
+        signature = infer_signature(example, model.predict(x_train.head(100)))
         info = mlflow.sklearn.log_model(
             model,
             name="model",
             signature=signature,
-            input_example=x_train.head(5),
+            input_example=example.head(5),
             skops_trusted_types=_own_types(model),
         )
         version = mlflow.register_model(info.model_uri, spec.model_name, tags=tags)

@@ -108,6 +108,17 @@ def test_train_gate_promote_score_drift_rollback(churn):
 
     # Compare-and-set: a decision made against v1 cannot promote once the champion moved.
     v3 = training.train(churn)
+    gate3 = evaluation.evaluate(churn, version=v3.version)  # compared with v2
+    assert {c["check"].split(":")[0] for c in gate3["checks"]} >= {
+        "threshold",
+        "vs_champion",
+        "bootstrap",
+        "slice",
+        "latency",
+        "model_size",
+        "scoring_schema",
+    }
+    assert gate3["report_artifact"].startswith("gate/report-")
     with pytest.raises(PromotionRefused, match="the champion is now v2"):
         registry.promote(churn, version=v3.version, expected_champion="1")
 
