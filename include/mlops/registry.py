@@ -81,13 +81,15 @@ def promote(
         current = _alias_version(client, model, "champion")
         audit = {**_audit(lineage), "action": action, "from": current, "to": version, "decision": decision}
         if current == version:
-            log.info("%s v%s is already the champion; nothing to do", model, version)
-            return {
-                "model": model,
-                "champion": version,
-                "changed": False,
-                "previous_champion": _alias_version(client, model, "previous_champion"),
-            }
+            if tags.get("mlops.promotion_id"):
+                log.info("%s v%s is already the champion", model, version)
+                return {
+                    "model": model,
+                    "champion": version,
+                    "changed": False,
+                    "previous_champion": _alias_version(client, model, "previous_champion"),
+                }
+            return _finish_interrupted(client, model, version, expected_champion, audit, reason, lineage)
         if require_gate and tags.get("mlops.gate.decision") != "passed":
             refusal = (
                 f"{model} v{version} has no passed gate decision (gate: {tags.get('mlops.gate.decision')})"
@@ -109,9 +111,12 @@ def promote(
                 {**audit, "action": "refused", "reason": refusal, "key": _key("refused", version, lineage)},
             )
             raise PromotionRefused(f"pipeline {spec.name}: refusing to promote {model} v{version}: {refusal}")
+        # Champion first: if the tracking server dies right after this write, the retry finds the move
+        # done and completes previous_champion and the history (_finish_interrupted); no reader ever
+        # sees a model without a champion.
+        client.set_registered_model_alias(model, "champion", version)
         if current is not None:
             client.set_registered_model_alias(model, "previous_champion", current)
-        client.set_registered_model_alias(model, "champion", version)
         if _alias_version(client, model, "challenger") == version:
             client.delete_registered_model_alias(model, "challenger")
         entry = history.append(
@@ -124,6 +129,38 @@ def promote(
         "model": model,
         "champion": version,
         "previous_champion": current,
+        "changed": True,
+        "history_id": entry["id"],
+    }
+
+
+def _finish_interrupted(
+    client: Any,
+    model: str,
+    version: str,
+    expected: str | None,
+    audit: dict[str, Any],
+    reason: str,
+    lineage: dict[str, str] | None,
+) -> dict[str, Any]:
+    """The champion alias moved but the promotion never finished (no ``mlops.promotion_id``):
+    complete ``previous_champion``, the history entry and the version tags, as the cut-short run would have."""
+    previous = _alias_version(client, model, "previous_champion")
+    if expected is not None and previous != expected:
+        client.set_registered_model_alias(model, "previous_champion", expected)
+        previous = expected
+    entry = history.append(
+        client,
+        model,
+        {**audit, "from": expected, "reason": reason, "key": _key(audit["action"], version, lineage)},
+    )
+    client.set_model_version_tag(model, version, "mlops.promoted_at", entry["at"])
+    client.set_model_version_tag(model, version, "mlops.promotion_id", entry["id"])
+    log.info("Completed the interrupted promotion of %s v%s", model, version)
+    return {
+        "model": model,
+        "champion": version,
+        "previous_champion": previous,
         "changed": True,
         "history_id": entry["id"],
     }

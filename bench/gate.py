@@ -1,0 +1,407 @@
+"""Evaluation gate cost: ``evaluate()`` on a 200k-row holdout with 1,000 paired bootstrap resamples.
+
+Why: the gate runs after every training; it re-scores the champion, bootstraps the improvement,
+checks slices, latency, size and the scoring schema, renders a report and logs it all to MLflow.
+Scoring the holdout is the part that cannot be avoided, so the gate should cost a small multiple of
+one scoring pass: the target is gate wall time < 3 x one ``metrics.score`` of the candidate.
+
+How: everything runs in this process, in a throw-away ``MLOPS_STATE_DIR`` (embedded SQLite MLflow
+store and data root) with a copy of ``include/pipelines/churn.yaml`` in a throw-away
+``MLOPS_PIPELINES_DIR`` (classification, roc_auc, 1,000 resamples, slices/latency/size as churn).
+
+* setup (untimed): ``training.train`` runs twice, unchanged except for its data source: the
+  published datasets are replaced by generated churn rows (``datagen.churn``) and the id-hash split
+  by "the last ``holdout_rows`` rows", so the 200k-row holdout does not need a 1M-row fit. Both
+  versions are logged and registered by the production code path; v1 is promoted to champion
+  (``registry.promote``, no gate needed) and v2 is the candidate. A small scoring batch is landed so
+  the schema check reads a real file.
+* floor: ``metrics.score`` of the candidate on the holdout's features (model loaded beforehand);
+* gate: ``evaluation.evaluate(spec, version=<v2>)``, whole: MLflow look-ups, downloads, both scoring
+  passes, every check, plots, report, decision and tags logged. A GateFailed is still a measurement;
+* breakdown: the gate's steps re-run one by one with the same functions, each timed on its own
+  (separately from the gate runs, so their sum only approximates the gate).
+
+After one untimed warm-up of each, floor, gate and breakdown alternate N times (3; 1 with
+``--quick``, which also shrinks the holdout to 50k rows); medians are reported. ``--profile`` also
+runs the gate once under cProfile and prints the top hotspots. Human-readable lines come first; the
+last line of output is one JSON object. The exit status is non-zero only if the measurement itself
+failed, not on a missed target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import numpy as np
+import pandas as pd
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE_SPEC = ROOT / "include" / "pipelines" / "churn.yaml"
+TARGET_RATIO = 3
+RESAMPLES = 1000
+SIZES = {  # holdout rows, training rows per model version, repetitions
+    "full": {"holdout": 200_000, "train": 50_000, "repeats": 3},
+    "quick": {"holdout": 50_000, "train": 20_000, "repeats": 1},
+}
+PROFILE_TOP = 15
+OUR_CODE = str(ROOT / "include") + os.sep
+
+
+class Stopwatch:
+    """Named wall-clock timings; a name timed twice accumulates."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
+
+
+def isolate(workdir: Path) -> None:
+    """Point the MLOps core and MLflow at throw-away state (before anything reads the settings)."""
+    for name in [k for k in os.environ if k.startswith("MLOPS_")] + ["MLFLOW_TRACKING_URI"]:
+        os.environ.pop(name, None)
+    os.environ.update(
+        MLOPS_STATE_DIR=str(workdir / "state"),
+        MLOPS_PIPELINES_DIR=str(workdir / "pipelines"),
+        MLFLOW_DISABLE_TELEMETRY="true",
+        MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
+        GX_ANALYTICS_ENABLED="False",
+    )
+
+
+def write_spec(folder: Path) -> str:
+    """churn.yaml with the settings this benchmark relies on made explicit; returns the spec name."""
+    raw = yaml.safe_load(BASE_SPEC.read_text(encoding="utf-8"))
+    evaluation = raw["evaluation"]
+    if evaluation["primary_metric"] != "roc_auc" or raw["data"]["task"] != "classification":
+        raise SystemExit(f"{BASE_SPEC}: expected a classification spec judged on roc_auc")
+    missing = [key for key in ("slices", "latency", "max_model_mb") if not evaluation.get(key)]
+    if missing:
+        raise SystemExit(f"{BASE_SPEC}: the gate would skip work: no {', '.join(missing)}")
+    evaluation["bootstrap"] = {**evaluation.get("bootstrap", {}), "resamples": RESAMPLES}
+    raw["training"]["holdout_fraction"] = 0.2
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{raw['name']}.yaml").write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    return str(raw["name"])
+
+
+def register_version(spec: Any, train_rows: int, holdout: pd.DataFrame, seed: int) -> str:
+    """Run ``training.train`` on generated rows + the given holdout; return the registered version."""
+    from include.mlops import datagen, training
+
+    frame = pd.concat([datagen.churn(train_rows, seed=seed), holdout], ignore_index=True)
+    manifest = {"uri": f"bench://churn/seed-{seed}", "sha256": f"{seed:064d}"}
+
+    def last_rows(data: pd.DataFrame, _spec: Any) -> np.ndarray:
+        return np.arange(len(data)) >= len(data) - len(holdout)
+
+    with (
+        mock.patch.object(training, "load_training_frame", lambda _spec: (frame, [manifest])),
+        mock.patch.object(training, "holdout_mask", last_rows),
+    ):
+        result = training.train(spec)
+    if result.holdout_rows != len(holdout):
+        raise SystemExit(f"training logged {result.holdout_rows} holdout rows, expected {len(holdout)}")
+    return result.version
+
+
+def setup(spec: Any, sizes: dict[str, int]) -> tuple[str, str]:
+    """Champion v1 and candidate v2, both fitted by ``training.train``; returns their versions."""
+    from include.mlops import datagen, registry
+
+    holdout = datagen.churn(sizes["holdout"], seed=2026, id_offset=10_000_000)
+    champion = register_version(spec, sizes["train"], holdout, seed=1)
+    registry.promote(spec, version=champion, expected_champion=None, require_gate=False, reason="bench setup")
+    candidate = register_version(spec, sizes["train"], holdout, seed=2)
+    datagen.write_batch(spec, "bench", rows=1000, seed=3, scoring=True)
+    return champion, candidate
+
+
+def run_gate(spec: Any, version: str) -> tuple[float, bool]:
+    """Wall time of one whole gate and whether it passed."""
+    from include.mlops import evaluation
+    from include.mlops.errors import GateFailed
+
+    started = time.perf_counter()
+    try:
+        evaluation.evaluate(spec, version=version)
+        passed = True
+    except GateFailed:
+        passed = False
+    return time.perf_counter() - started, passed
+
+
+def breakdown(spec: Any, version: str) -> dict[str, dict[str, float]]:
+    """The gate's steps one by one (same functions, same order as ``evaluate``), each timed."""
+    import mlflow
+
+    from include.mlops import evaluation, gate_checks, gate_report, metrics, tracking
+    from include.mlops.tabular import feature_columns
+    from include.mlops.training import HOLDOUT_ARTIFACT, download_run_frame
+
+    io, compute = Stopwatch(), Stopwatch()
+    task, model, primary = spec.data.task, spec.model_name, spec.evaluation.primary_metric
+    with tempfile.TemporaryDirectory() as tmp:
+        with io.step("registry_lookups"):
+            client = tracking.client()
+            candidate_mv = evaluation.get_version(client, model, version)
+            champion_version = str(client.get_model_version_by_alias(model, "champion").version)
+        with io.step("holdout_download_read"):
+            holdout = download_run_frame(candidate_mv.run_id, HOLDOUT_ARTIFACT)
+            features, target = holdout[feature_columns(holdout, spec)], holdout[spec.data.target]
+        with io.step("candidate_download_load"):
+            local = Path(
+                mlflow.artifacts.download_artifacts(f"models:/{model}/{version}", dst_path=f"{tmp}/c")
+            )
+            candidate_model = mlflow.sklearn.load_model(str(local))
+            signature = mlflow.models.Model.load(str(local)).signature
+        with io.step("champion_download_load"):
+            champion_model = mlflow.sklearn.load_model(f"models:/{model}/{champion_version}")
+        with compute.step("score_candidate"):
+            candidate = metrics.score(task, candidate_model, features)
+        with compute.step("score_champion"):
+            champion = metrics.score(task, champion_model, features)
+        with compute.step("metrics_both"):
+            candidate_scores = metrics.from_scored(task, target, candidate)
+            champion_scores = metrics.from_scored(task, target, champion)
+            checks = evaluation.decide(spec, candidate_scores, champion_scores)
+        with compute.step("bootstrap_paired"):
+            exact = metrics.improvement(primary, candidate_scores[primary], champion_scores[primary])
+            record, distribution = gate_checks.bootstrap_check(spec, target, candidate, champion, exact)
+            checks.append(record)
+        with compute.step("slices"):
+            checks += gate_checks.slice_checks(spec, holdout, candidate)
+        with compute.step("latency"):
+            checks.append(gate_checks.latency_check(spec, candidate_model, features))
+        with compute.step("size_schema"):
+            checks.append(gate_checks.size_check(spec, local))
+            required = signature.inputs.input_names() if signature else list(features.columns)
+            checks.append(gate_checks.schema_check(spec, required))
+        decision = {
+            "id": "bench",
+            "pipeline": spec.name,
+            "model": model,
+            "candidate_version": version,
+            "champion_version": champion_version,
+            "passed": all(c["passed"] for c in checks),
+            "checks": checks,
+            "reasons": [c["reason"] for c in checks],
+            "candidate_metrics": candidate_scores,
+            "champion_metrics": champion_scores,
+            "holdout_rows": len(holdout),
+        }
+        with compute.step("plots"):
+            images = gate_report.plots(
+                task,
+                target.to_numpy(),
+                candidate,
+                champion,
+                distribution,
+                record["interval"],
+                record["margin"],
+            )
+        with compute.step("report_html"):
+            report = gate_report.render(decision, images)
+        with io.step("log_decision_report_tags"):  # bench/ paths: the real decision stays untouched
+            client.log_dict(candidate_mv.run_id, decision, "bench/decision.json")
+            client.log_text(candidate_mv.run_id, report, "bench/report.html")
+            for i in range(5):
+                client.set_model_version_tag(model, version, f"bench.tag{i}", "x" * 100)
+        diagnostics = Stopwatch()
+        with diagnostics.step("candidate_predict_proba_only"):
+            candidate_model.predict_proba(features)
+        with diagnostics.step("candidate_predict_only"):
+            candidate_model.predict(features)
+        with diagnostics.step("candidate_preprocess_only"):
+            candidate_model[:-1].transform(features)
+    return {"io": io.seconds, "compute": compute.seconds, "diagnostics": diagnostics.seconds}
+
+
+def profile_gate(spec: Any, version: str, workdir: Path) -> None:
+    """One gate under cProfile: top cumulative in include/, then top own time anywhere."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    run_gate(spec, version)
+    profiler.disable()
+    stats = pstats.Stats(profiler)
+    table: dict[tuple[str, int, str], tuple[Any, ...]] = stats.stats  # type: ignore[attr-defined]
+    total = max(row[3] for row in table.values())
+
+    def where(path: str, line: int) -> str:
+        short = os.path.relpath(path, ROOT) if path.startswith(str(ROOT)) else path
+        return f"{short.split(f'site-packages{os.sep}')[-1]}:{line}"
+
+    def show(title: str, rows: list[tuple[tuple[str, int, str], tuple[Any, ...]]]) -> None:
+        print(f"profile: {title}")
+        for (path, line, name), (_cc, calls, own, cum, _callers) in rows[:PROFILE_TOP]:
+            print(
+                f"  {cum:7.3f}s cum ({cum / total:4.0%}) {own:7.3f}s own {calls:7d} calls  "
+                f"{name}  {where(path, line)}"
+            )
+
+    print(f"profile: {total:.3f} s under cProfile")
+    ours = [item for item in table.items() if item[0][0].startswith(OUR_CODE)]
+    show("top cumulative in include/", sorted(ours, key=lambda item: item[1][3], reverse=True))
+    show("top own time anywhere", sorted(table.items(), key=lambda item: item[1][2], reverse=True))
+    stats.dump_stats(str(workdir / "gate.prof"))
+
+
+def median_steps(runs: list[dict[str, dict[str, float]]], group: str) -> dict[str, float]:
+    return {name: round(statistics.median(r[group][name] for r in runs), 4) for name in runs[0][group]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="50k-row holdout, 1 repetition (under a minute)")
+    parser.add_argument("--profile", action="store_true", help="also profile one gate with cProfile")
+    options = parser.parse_args()
+    sizes = SIZES["quick" if options.quick else "full"]
+    started = time.perf_counter()
+
+    with tempfile.TemporaryDirectory(prefix="bench-gate-") as tmp:
+        workdir = Path(tmp)
+        isolate(workdir)
+        import logging
+
+        import mlflow
+        import sklearn
+
+        from include.mlops import metrics, tracking
+        from include.mlops.spec import find_spec
+        from include.mlops.tabular import feature_columns
+        from include.mlops.training import HOLDOUT_ARTIFACT, download_run_frame
+
+        logging.getLogger("mlflow").setLevel(logging.ERROR)
+        spec = find_spec(write_spec(workdir / "pipelines"))
+        print(
+            f"gate bench: {sizes['holdout']:,}-row holdout, {spec.evaluation.bootstrap.resamples} resamples, "
+            f"{spec.training.estimator.rsplit('.', 1)[-1]} {spec.training.params}, "
+            f"{sizes['repeats']} runs (+1 warm-up); Python {sys.version.split()[0]}, "
+            f"MLflow {mlflow.__version__}, scikit-learn {sklearn.__version__}, {os.cpu_count()} CPUs, "
+            f"load average {os.getloadavg()[0]:.2f}"
+        )
+        setup_started = time.perf_counter()
+        champion_version, candidate_version = setup(spec, sizes)
+        print(
+            f"setup (untimed): champion v{champion_version}, candidate v{candidate_version}, "
+            f"{sizes['train']:,} training rows each, {time.perf_counter() - setup_started:.1f} s"
+        )
+
+        client = tracking.client()
+        run_id = client.get_model_version(spec.model_name, candidate_version).run_id
+        holdout = download_run_frame(run_id, HOLDOUT_ARTIFACT)
+        features = holdout[feature_columns(holdout, spec)]
+        if len(holdout) != sizes["holdout"]:
+            raise SystemExit(f"the candidate's holdout has {len(holdout)} rows, expected {sizes['holdout']}")
+        model = mlflow.sklearn.load_model(f"models:/{spec.model_name}/{candidate_version}")
+
+        def floor() -> float:
+            t0 = time.perf_counter()
+            metrics.score(spec.data.task, model, features)
+            return time.perf_counter() - t0
+
+        warm: list[Callable[[], Any]] = [
+            floor,
+            lambda: run_gate(spec, candidate_version),
+            lambda: breakdown(spec, candidate_version),
+        ]
+        for step in warm:
+            step()
+        floors: list[float] = []
+        gates: list[float] = []
+        outcomes: list[bool] = []
+        parts: list[dict[str, dict[str, float]]] = []
+        for _ in range(sizes["repeats"]):
+            floors.append(floor())
+            seconds, passed = run_gate(spec, candidate_version)
+            gates.append(seconds)
+            outcomes.append(passed)
+            parts.append(breakdown(spec, candidate_version))
+        if options.profile:
+            profile_gate(spec, candidate_version, workdir)
+
+    base, gate = statistics.median(floors), statistics.median(gates)
+    ratio = gate / base
+    io, compute = median_steps(parts, "io"), median_steps(parts, "compute")
+    diagnostics = median_steps(parts, "diagnostics")
+    io_total, compute_total = sum(io.values()), sum(compute.values())
+    meets = ratio < TARGET_RATIO
+
+    def runs(values: list[float]) -> str:
+        return ", ".join(f"{v:.3f}" for v in values)
+
+    print(
+        f"floor: metrics.score(candidate), {sizes['holdout']:,} rows: median {base:.3f} s  [{runs(floors)}]"
+    )
+    print(
+        f"gate: evaluation.evaluate(v{candidate_version}):        median {gate:.3f} s  [{runs(gates)}]"
+        f"  ({'passed' if all(outcomes) else 'failed' if not any(outcomes) else 'mixed'})"
+    )
+    print("breakdown (medians, measured step by step outside the gate runs):")
+    for group, steps in (("io", io), ("compute", compute)):
+        for name, seconds in sorted(steps.items(), key=lambda item: item[1], reverse=True):
+            print(
+                f"  {group:7s} {name:26s} {seconds:7.3f} s  {seconds / gate:4.0%} of the gate, {seconds / base:5.2f} x floor"
+            )
+    print(
+        f"  total: io {io_total:.3f} s + compute {compute_total:.3f} s = {io_total + compute_total:.3f} s "
+        f"(gate - sum = {gate - io_total - compute_total:+.3f} s)"
+    )
+    print(
+        "diagnostics: candidate predict_proba alone {candidate_predict_proba_only:.3f} s, predict alone "
+        "{candidate_predict_only:.3f} s, preprocessing alone {candidate_preprocess_only:.3f} s "
+        "(metrics.score runs predict and predict_proba)".format(**diagnostics)
+    )
+    print(
+        f"ratio gate/floor: {ratio:.2f} (target < {TARGET_RATIO}) -> {'meets' if meets else 'MISSES'} target"
+    )
+    print(f"bench wall time: {time.perf_counter() - started:.1f} s")
+    print(
+        json.dumps(
+            {
+                "bench": "gate",
+                "value": round(gate, 4),
+                "baseline": round(base, 4),
+                "ratio": round(ratio, 3),
+                "unit": "s",
+                "holdout_rows": sizes["holdout"],
+                "resamples": RESAMPLES,
+                "target": TARGET_RATIO,
+                "meets_target": meets,
+                "gate_passed": all(outcomes),
+                "breakdown": {
+                    "io": io,
+                    "compute": compute,
+                    "io_total": round(io_total, 4),
+                    "compute_total": round(compute_total, 4),
+                    "gate_minus_sum": round(gate - io_total - compute_total, 4),
+                    "diagnostics": diagnostics,
+                },
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

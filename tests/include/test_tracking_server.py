@@ -1,0 +1,156 @@
+"""The registry path against a real ``mlflow server`` process on 127.0.0.1, and what happens when it dies."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import mlflow
+import pytest
+
+from include.mlops import evaluation, history, ingest, registry, tracking, training
+from include.mlops.datagen import write_batch
+from include.mlops.errors import ServiceUnavailable
+from include.mlops.spec import find_spec
+from tools.stack import free_port
+
+pytestmark = pytest.mark.slow
+
+
+class MlflowServer:
+    def __init__(self, root):
+        self.root = root
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                f"sqlite:///{self.root / 'mlflow.db'}",
+                "--serve-artifacts",
+                "--artifacts-destination",
+                (self.root / "artifacts").as_uri(),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2):
+                    return
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError("mlflow server exited during start-up") from None
+                time.sleep(1)
+        raise RuntimeError("mlflow server did not start within 180 s")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, 15)
+            self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def server(tmp_path, monkeypatch):
+    # Fail fast instead of MLflow's own long retry loop: Airflow's task retries do the waiting.
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    srv = MlflowServer(tmp_path / "mlflow-server")
+    srv.root.mkdir()
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def churn(state, pipelines_dir):
+    spec = find_spec("churn")
+    write_batch(spec, "batch1", rows=1500, seed=11)
+    for uri in ingest.discover(spec):
+        ingest.ingest_file(spec, uri)
+    return spec
+
+
+def test_registry_path_through_a_tracking_server(server, churn):
+    v1 = training.train(churn, tracking_uri=server.uri).version
+    evaluation.evaluate(churn, version=v1, tracking_uri=server.uri)
+    registry.promote(churn, version=v1, expected_champion=None, tracking_uri=server.uri)
+    v2 = training.train(churn, tracking_uri=server.uri).version
+    decision = evaluation.evaluate(churn, version=v2, tracking_uri=server.uri)
+    assert decision["champion_version"] == v1
+    registry.promote(churn, version=v2, expected_champion=v1, tracking_uri=server.uri)
+    registry.rollback(churn, tracking_uri=server.uri)
+    assert registry.aliases(churn, tracking_uri=server.uri) == {
+        "champion": v1,
+        "challenger": None,
+        "previous_champion": v2,
+    }
+    actions = [e["action"] for e in history.show(churn.model_name, tracking_uri=server.uri)]
+    assert actions == ["promote", "promote", "rollback"]
+    # the gate's report is an artifact of the candidate's run on the server
+    report = mlflow.artifacts.load_text(f"runs:/{decision['run_id']}/{decision['report_artifact']}")
+    assert "Gate PASSED" in report or "Gate FAILED" in report
+
+
+def test_dead_server_is_retryable_names_the_uri_and_promotes_nothing(server, churn):
+    v1 = training.train(churn, tracking_uri=server.uri).version
+    evaluation.evaluate(churn, version=v1, tracking_uri=server.uri)
+    server.stop()
+    with pytest.raises(
+        ServiceUnavailable, match=f"MLflow tracking server at {server.uri} is not reachable"
+    ) as err:
+        registry.promote(churn, version=v1, expected_champion=None, tracking_uri=server.uri)
+    assert not err.value.deterministic  # Airflow retries it with backoff
+    server.start()
+    assert registry.aliases(churn, tracking_uri=server.uri)["champion"] is None
+
+
+def test_promotion_cut_short_is_completed_by_the_retry(churn, monkeypatch):
+    lineage = {"airflow.dag_id": "churn__promote", "airflow.run_id": "r1"}
+    v1 = training.train(churn).version
+    evaluation.evaluate(churn, version=v1)
+    registry.promote(churn, version=v1, expected_champion=None)
+    v2 = training.train(churn).version
+    evaluation.evaluate(churn, version=v2)
+
+    real = mlflow.MlflowClient.set_registered_model_alias
+
+    def dies_after_champion(self, name, alias, version):
+        if alias == "previous_champion":
+            raise ConnectionError("Connection refused")
+        return real(self, name, alias, version)
+
+    monkeypatch.setattr(mlflow.MlflowClient, "set_registered_model_alias", dies_after_champion)
+    with pytest.raises(ServiceUnavailable):
+        registry.promote(churn, version=v2, expected_champion=v1, lineage=lineage)
+    monkeypatch.setattr(mlflow.MlflowClient, "set_registered_model_alias", real)
+    assert registry.aliases(churn)["champion"] == v2  # the move itself is never half-visible
+
+    result = registry.promote(churn, version=v2, expected_champion=v1, lineage=lineage)  # the task's retry
+    assert result["changed"] and registry.aliases(churn)["previous_champion"] == v1
+    entries = history.entries(tracking.client(), churn.model_name)
+    assert [(e["action"], e["from"], e["to"]) for e in entries] == [
+        ("promote", None, v1),
+        ("promote", v1, v2),
+    ]
+    registry.promote(churn, version=v2, expected_champion=v1, lineage=lineage)  # and once more: nothing new
+    assert len(history.entries(tracking.client(), churn.model_name)) == 2
