@@ -1,9 +1,15 @@
-"""Registers airflow-mlops with Airflow's plugin manager (listed under Admin > Plugins)."""
+"""Registers airflow-mlops with Airflow's plugin manager (listed under Admin > Plugins).
+
+The operator extra links are registered here so that the API server can show them for our tasks.
+"""
 
 from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
+from mlops_airflow.links.mlflow_ui import MlflowModelVersionLink, MlflowRunLink
+
 
 class MlopsPlugin(AirflowPlugin):
     name = "airflow_mlops"
+    operator_extra_links = [MlflowModelVersionLink(), MlflowRunLink()]

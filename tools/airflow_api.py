@@ -89,6 +89,12 @@ class AirflowApi:
         except ApiError:
             return None
 
+    def links(self, dag_id: str, run_id: str, task_id: str) -> dict[str, str]:
+        quoted = urllib.parse.quote(run_id, safe="")
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances/{task_id}/links"
+        payload = self._request("GET", path)
+        return payload.get("extra_links", payload) if isinstance(payload, dict) else {}
+
     def wait_run(self, dag_id: str, run_id: str, timeout: float = 600) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -104,6 +104,11 @@ def _scenario(api: AirflowApi, out: Outcome, *, rows: int, timeout: float) -> No
     out.require(train["state"] == "success" and v1 is not None, "v1 is trained and registered")
     evaluate = follow("evaluate", before)
     out.require(evaluate["state"] == "success", "v1 passes the gate on thresholds (no champion yet)")
+    links = api.links(dag["evaluate"], evaluate["dag_run_id"], "evaluate")
+    out.expect(
+        str(links.get("MLflow model version", "")).endswith(f"/#/models/{spec.model_name}/versions/{v1}"),
+        f"the evaluate task links to the model version in MLflow (links: {links})",
+    )
     promote = follow("promote", before)
     out.require(promote["state"] == "success", "v1 is promoted")
     inference = follow("inference", before)
@@ -162,6 +167,11 @@ def _scenario(api: AirflowApi, out: Outcome, *, rows: int, timeout: float) -> No
     if out.facts["gate_v2"] == "passed":
         out.expect(aliases.get("previous_champion") == v1, "previous_champion is v1")
     out.facts["v2"] = v2
+    from include.mlops.history import show
+
+    out.facts["history"] = [
+        f"{e['action']} {e.get('from') or '-'} -> {e.get('to')}" for e in show(spec.model_name)
+    ]
     out.facts["predictions"] = spec.uri("predictions")
 
 
@@ -174,6 +184,7 @@ def summary(outcomes: list[Outcome]) -> str:
             lines.append(f"  {name:<10} {outcome}")
         lines.append(f"  model versions: v1={f.get('v1')} v2={f.get('v2')} (v2 gate: {f.get('gate_v2')})")
         lines.append(f"  aliases:        {f.get('aliases')}")
+        lines.append(f"  history:        {'; '.join(f.get('history') or []) or '-'}")
         share = f.get("drift_share")
         lines.append(
             f"  drift share:    {share:.2f}" if isinstance(share, float) else "  drift share:    n/a"

@@ -108,6 +108,7 @@ class Stack:
             "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
             "GX_ANALYTICS_ENABLED": "False",
             "MLFLOW_DISABLE_TELEMETRY": "true",
+            "MLOPS_MLFLOW_UI_URL": self.mlflow_url,  # where the tasks' "MLflow" links point
             "DO_NOT_TRACK": "true",
             # MLflow's job runner serves its GenAI features, which this project does not use; it would
             # start several extra processes (~2 GB).

@@ -34,6 +34,10 @@ class ValidationFailed(MlopsError):
 class GateFailed(MlopsError):
     """A candidate model did not pass the evaluation gate; the champion is untouched."""
 
+    def __init__(self, message: str, *, decision: dict | None = None):
+        super().__init__(message)
+        self.decision = decision or {}
+
 
 class PromotionRefused(MlopsError):
     """Promotion or rollback would not be safe (e.g. the champion moved since evaluation)."""

@@ -221,6 +221,9 @@ def evaluate(
         }.items():
             client.set_model_version_tag(model, version, key, value)
     decision["run_id"] = candidate_mv.run_id
+    with tracking.service_errors(tracking_uri):
+        decision["experiment_id"] = client.get_run(candidate_mv.run_id).info.experiment_id
+    decision["experiment_id"] = client.get_run(candidate_mv.run_id).info.experiment_id
     log.info("Gate for %s v%s: %s", model, version, "PASSED" if passed else "FAILED")
     for item in checks:
         log.info("  [%s] %s", "ok" if item["passed"] else "FAIL", item["reason"])
@@ -228,6 +231,7 @@ def evaluate(
         raise GateFailed(
             f"pipeline {spec.name}: candidate {model} v{version} failed the gate; champion "
             f"{'v' + champion_version if champion_version else '(none)'} is untouched: "
-            + "; ".join(decision["reasons"])
+            + "; ".join(decision["reasons"]),
+            decision=decision,
         )
     return decision

@@ -33,6 +33,7 @@ REFERENCE_ARTIFACT = "data/reference.parquet"
 @dataclass
 class TrainResult:
     run_id: str
+    experiment_id: str
     version: str
     model_uri: str
     metrics: dict[str, float]
@@ -132,6 +133,7 @@ def train(
         run = client.get_run(existing.run_id)
         return TrainResult(
             run_id=existing.run_id,
+            experiment_id=run.info.experiment_id,
             version=str(existing.version),
             model_uri=f"models:/{spec.model_name}/{existing.version}",
             metrics=dict(run.data.metrics),
@@ -210,6 +212,7 @@ def train(
     log.info("Registered %s version %s (alias challenger)", spec.model_name, version.version)
     return TrainResult(
         run_id=run.info.run_id,
+        experiment_id=experiment_id,
         version=str(version.version),
         model_uri=f"models:/{spec.model_name}/{version.version}",
         metrics=scores,

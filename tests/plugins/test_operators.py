@@ -72,3 +72,28 @@ def test_assets_are_per_pipeline():
     a, b = pipeline_assets("churn"), pipeline_assets("housing")
     assert a.validated.name == "mlops.churn.validated"
     assert a.retrain_requested != b.retrain_requested
+
+
+def test_mlflow_links_point_at_the_ui(monkeypatch):
+    from mlops_airflow.links.mlflow_ui import MlflowModelVersionLink, MlflowRunLink, remember
+
+    op = PipelineOperator(task_id="t", pipeline="churn")
+    assert MlflowRunLink().get_link(op, ti_key=None) == ""  # nothing recorded: no link
+    remember(
+        op,
+        tracking_uri="http://mlflow.internal:5000",
+        model="churn",
+        version="3",
+        run_id="abc",
+        experiment_id="7",
+    )
+    assert (
+        MlflowModelVersionLink().get_link(op, ti_key=None)
+        == "http://mlflow.internal:5000/#/models/churn/versions/3"
+    )
+    assert MlflowRunLink().get_link(op, ti_key=None) == "http://mlflow.internal:5000/#/experiments/7/runs/abc"
+    monkeypatch.setenv("MLOPS_MLFLOW_UI_URL", "http://127.0.0.1:5001")
+    remember(op, tracking_uri="sqlite:////tmp/x.db", model="churn", version="1")
+    assert (
+        MlflowModelVersionLink().get_link(op, ti_key=None).startswith("http://127.0.0.1:5001/#/models/churn")
+    )

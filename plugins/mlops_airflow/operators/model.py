@@ -6,6 +6,7 @@ from typing import Any
 
 from airflow.sdk import Context
 
+from mlops_airflow.links.mlflow_ui import LINKS, remember
 from mlops_airflow.operators.base import PipelineOperator
 
 
@@ -27,10 +28,20 @@ def _emit(operator: PipelineOperator, context: Context, extra: dict[str, Any]) -
 class TrainModelOperator(PipelineOperator):
     """Train on every published dataset, register a version and set the ``challenger`` alias."""
 
+    operator_extra_links = LINKS
+
     def run(self, context: Context) -> dict[str, Any]:
         from include.mlops.training import train
 
         result = train(self.spec, lineage=self.lineage(context), tracking_uri=self.tracking_uri).to_dict()
+        remember(
+            self,
+            tracking_uri=self.tracking_uri,
+            model=self.spec.model_name,
+            version=result["version"],
+            run_id=result["run_id"],
+            experiment_id=result["experiment_id"],
+        )
         _emit(self, context, {"version": result["version"], "run_id": result["run_id"]})
         return result
 
@@ -39,20 +50,27 @@ class EvaluateModelOperator(PipelineOperator):
     """Gate a candidate (``version``, else the ``challenger``); a failed gate fails without retry."""
 
     template_fields = (*PipelineOperator.template_fields, "version")
+    operator_extra_links = LINKS
 
     def __init__(self, *, version: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.version = version
 
     def run(self, context: Context) -> dict[str, Any]:
+        from include.mlops.errors import GateFailed
         from include.mlops.evaluation import evaluate
 
-        decision = evaluate(
-            self.spec,
-            version=self.version or None,
-            tracking_uri=self.tracking_uri,
-            lineage=self.lineage(context),
-        )
+        try:
+            decision = evaluate(
+                self.spec,
+                version=self.version or None,
+                tracking_uri=self.tracking_uri,
+                lineage=self.lineage(context),
+            )
+        except GateFailed as failed:
+            self._link(failed.decision)  # the decision record matters most when the gate fails
+            raise
+        self._link(decision)
         _emit(
             self,
             context,
@@ -63,6 +81,17 @@ class EvaluateModelOperator(PipelineOperator):
             },
         )
         return decision
+
+    def _link(self, decision: dict[str, Any]) -> None:
+        if decision:
+            remember(
+                self,
+                tracking_uri=self.tracking_uri,
+                model=self.spec.model_name,
+                version=decision.get("candidate_version"),
+                run_id=decision.get("run_id"),
+                experiment_id=decision.get("experiment_id"),
+            )
 
 
 class PromoteModelOperator(PipelineOperator):
