@@ -23,13 +23,18 @@ from include.mlops.training import HOLDOUT_ARTIFACT, download_run_frame
 log = logging.getLogger(__name__)
 
 
+NOT_FOUND = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}
+
+
 def _alias_version(client: Any, model: str, alias: str) -> str | None:
     from mlflow.exceptions import MlflowException
 
     try:
         return str(client.get_model_version_by_alias(model, alias).version)
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        if exc.error_code in NOT_FOUND:  # no such model or alias; anything else (server down) propagates
+            return None
+        raise
 
 
 def get_version(client: Any, model: str, version: str) -> Any:
@@ -208,6 +213,8 @@ def evaluate(
             task, target.to_numpy(), candidate, champion, distribution, interval, margin
         )
         report_html = gate_report.render(decision, images)
+        decision["run_id"] = candidate_mv.run_id
+        decision["experiment_id"] = client.get_run(candidate_mv.run_id).info.experiment_id
         short = decision["id"][:8]
         decision["report_artifact"] = f"gate/report-{short}.html"
         client.log_dict(candidate_mv.run_id, decision, f"gate/decision-{short}.json")
@@ -220,10 +227,6 @@ def evaluate(
             "mlops.gate.report": decision["report_artifact"],
         }.items():
             client.set_model_version_tag(model, version, key, value)
-    decision["run_id"] = candidate_mv.run_id
-    with tracking.service_errors(tracking_uri):
-        decision["experiment_id"] = client.get_run(candidate_mv.run_id).info.experiment_id
-    decision["experiment_id"] = client.get_run(candidate_mv.run_id).info.experiment_id
     log.info("Gate for %s v%s: %s", model, version, "PASSED" if passed else "FAILED")
     for item in checks:
         log.info("  [%s] %s", "ok" if item["passed"] else "FAIL", item["reason"])

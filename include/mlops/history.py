@@ -24,8 +24,10 @@ def entries(client: Any, model: str) -> list[dict[str, Any]]:
 
     try:
         tags = client.get_registered_model(model).tags
-    except MlflowException:
-        return []
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return []
+        raise
     found = []
     for name, value in tags.items():
         if name.startswith(PREFIX):

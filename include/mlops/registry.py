@@ -4,14 +4,17 @@ Promotion is compare-and-set: the caller says which champion the gate compared a
 promotion is refused if the champion has moved since. Every promotion, rollback, refusal and
 rejection is appended to the model's history (``include.mlops.history``).
 
-Alias moves are serialised per model: in Airflow by the promote/rollback DAGs' ``max_active_runs=1``
-and, on one host (the embedded default, tests, the CLI), by a file lock around the check and the
-move, so two concurrent promotions cannot both pass the check.
+Alias moves are serialised per model on one host (the embedded default, a single worker, the CLI,
+the tests) by a file lock around the check and the move, and in Airflow each of the promote and
+rollback DAGs runs one at a time. With workers on several hosts, promote and rollback runs of one
+model are not serialised against each other: the compare-and-set check then still refuses a
+promotion whose champion moved before the check, but not one that moves in the same instant.
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -61,6 +64,51 @@ def _key(action: str, version: str, lineage: dict[str, str] | None) -> str | Non
     return None
 
 
+PENDING = "mlops.pending"
+
+
+def _replay_pending(client: Any, model: str) -> dict[str, Any] | None:
+    """Finish an alias move that was cut short (intent written, champion moved, bookkeeping not done).
+
+    Every move first writes its intent to the registered-model tag ``mlops.pending``; whoever next
+    touches the model's aliases completes it, so a tracking server dying mid-way never leaves a
+    half-recorded promotion. An intent whose champion move never happened is simply dropped.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        raw = client.get_registered_model(model).tags.get(PENDING)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    if not raw:
+        return None
+    intent = json.loads(raw)
+    entry = None
+    if _alias_version(client, model, "champion") == intent["to"]:
+        if intent["from"] is not None:
+            client.set_registered_model_alias(model, "previous_champion", intent["from"])
+        if _alias_version(client, model, "challenger") == intent["to"]:
+            client.delete_registered_model_alias(model, "challenger")
+        entry = history.append(client, model, intent["entry"])
+        client.set_model_version_tag(model, intent["to"], "mlops.promoted_at", entry["at"])
+        client.set_model_version_tag(model, intent["to"], "mlops.promotion_id", entry["id"])
+        log.info("Completed the interrupted %s of %s v%s", intent["entry"]["action"], model, intent["to"])
+    client.delete_registered_model_tag(model, PENDING)
+    return entry
+
+
+def _move(
+    client: Any, model: str, *, current: str | None, version: str, entry: dict[str, Any]
+) -> dict[str, Any]:
+    """Intent, champion, previous_champion, challenger, history, tags; then clear the intent."""
+    intent = {"from": current, "to": version, "entry": entry}
+    client.set_registered_model_tag(model, PENDING, json.dumps(intent, sort_keys=True))
+    client.set_registered_model_alias(model, "champion", version)
+    return _replay_pending(client, model) or {}
+
+
 def promote(
     spec: PipelineSpec,
     *,
@@ -76,93 +124,55 @@ def promote(
     client = tracking.client(tracking_uri)
     model = spec.model_name
     with tracking.service_errors(tracking_uri), model_lock(model):
+        _replay_pending(client, model)
         tags = get_version(client, model, version).tags
-        decision = tags.get("mlops.gate.id")
         current = _alias_version(client, model, "champion")
-        audit = {**_audit(lineage), "action": action, "from": current, "to": version, "decision": decision}
+        audit = {
+            **_audit(lineage),
+            "action": action,
+            "from": current,
+            "to": version,
+            "decision": tags.get("mlops.gate.id"),
+        }
         if current == version:
-            if tags.get("mlops.promotion_id"):
-                log.info("%s v%s is already the champion", model, version)
-                return {
-                    "model": model,
-                    "champion": version,
-                    "changed": False,
-                    "previous_champion": _alias_version(client, model, "previous_champion"),
-                }
-            return _finish_interrupted(client, model, version, expected_champion, audit, reason, lineage)
+            log.info("%s v%s is already the champion; nothing to do", model, version)
+            return {
+                "model": model,
+                "champion": version,
+                "changed": False,
+                "previous_champion": _alias_version(client, model, "previous_champion"),
+            }
+        refusal = None
         if require_gate and tags.get("mlops.gate.decision") != "passed":
             refusal = (
                 f"{model} v{version} has no passed gate decision (gate: {tags.get('mlops.gate.decision')})"
             )
-            history.append(
-                client,
-                model,
-                {**audit, "action": "refused", "reason": refusal, "key": _key("refused", version, lineage)},
-            )
-            raise PromotionRefused(f"pipeline {spec.name}: refusing to promote: {refusal}")
-        if current != expected_champion:
+        elif current != expected_champion:
             refusal = (
                 f"the gate compared v{version} with champion {_v(expected_champion)} but the champion is "
                 f"now {_v(current)}; evaluate it again"
             )
+        if refusal:
             history.append(
                 client,
                 model,
                 {**audit, "action": "refused", "reason": refusal, "key": _key("refused", version, lineage)},
             )
             raise PromotionRefused(f"pipeline {spec.name}: refusing to promote {model} v{version}: {refusal}")
-        # Champion first: if the tracking server dies right after this write, the retry finds the move
-        # done and completes previous_champion and the history (_finish_interrupted); no reader ever
-        # sees a model without a champion.
-        client.set_registered_model_alias(model, "champion", version)
-        if current is not None:
-            client.set_registered_model_alias(model, "previous_champion", current)
-        if _alias_version(client, model, "challenger") == version:
-            client.delete_registered_model_alias(model, "challenger")
-        entry = history.append(
-            client, model, {**audit, "reason": reason, "key": _key(action, version, lineage)}
+        entry = _move(
+            client,
+            model,
+            current=current,
+            version=version,
+            entry={**audit, "reason": reason, "key": _key(action, version, lineage)},
         )
-        client.set_model_version_tag(model, version, "mlops.promoted_at", entry["at"])
-        client.set_model_version_tag(model, version, "mlops.promotion_id", entry["id"])
     log.info("%s: %s v%s to champion (previous champion: %s)", model, action, version, _v(current))
     return {
         "model": model,
         "champion": version,
         "previous_champion": current,
         "changed": True,
-        "history_id": entry["id"],
-    }
-
-
-def _finish_interrupted(
-    client: Any,
-    model: str,
-    version: str,
-    expected: str | None,
-    audit: dict[str, Any],
-    reason: str,
-    lineage: dict[str, str] | None,
-) -> dict[str, Any]:
-    """The champion alias moved but the promotion never finished (no ``mlops.promotion_id``):
-    complete ``previous_champion``, the history entry and the version tags, as the cut-short run would have."""
-    previous = _alias_version(client, model, "previous_champion")
-    if expected is not None and previous != expected:
-        client.set_registered_model_alias(model, "previous_champion", expected)
-        previous = expected
-    entry = history.append(
-        client,
-        model,
-        {**audit, "from": expected, "reason": reason, "key": _key(audit["action"], version, lineage)},
-    )
-    client.set_model_version_tag(model, version, "mlops.promoted_at", entry["at"])
-    client.set_model_version_tag(model, version, "mlops.promotion_id", entry["id"])
-    log.info("Completed the interrupted promotion of %s v%s", model, version)
-    return {
-        "model": model,
-        "champion": version,
-        "previous_champion": previous,
-        "changed": True,
-        "history_id": entry["id"],
+        "history_id": entry.get("id"),
     }
 
 
@@ -177,7 +187,17 @@ def rollback(
     client = tracking.client(tracking_uri)
     model = spec.model_name
     with tracking.service_errors(tracking_uri):
+        with model_lock(model):
+            finished = _replay_pending(client, model)
         current = _alias_version(client, model, "champion")
+        if finished and finished.get("action") == "rollback" and finished.get("to") == current:
+            return {
+                "model": model,
+                "champion": current,
+                "previous_champion": finished.get("from"),
+                "changed": True,
+                "history_id": finished["id"],
+            }
         target = to_version or _alias_version(client, model, "previous_champion")
         if target is None:
             raise NothingToDo(

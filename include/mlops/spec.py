@@ -151,6 +151,12 @@ class SliceFloor(_Model):
     max: float | None = None
     min_rows: Annotated[int, Field(ge=1)] = 50  # smaller segments are reported, not judged
 
+    @model_validator(mode="after")
+    def _bounded(self) -> SliceFloor:
+        if self.min is None and self.max is None:
+            raise ValueError(f"slice {self.column}/{self.metric} needs min, max or both")
+        return self
+
 
 class LatencyBudget(_Model):
     max_p95_ms: Annotated[float, Field(gt=0)]

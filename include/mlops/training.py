@@ -130,7 +130,8 @@ def train(
             spec.model_name,
             existing.version,
         )
-        run = client.get_run(existing.run_id)
+        with tracking.service_errors(tracking_uri):
+            run = client.get_run(existing.run_id)
         return TrainResult(
             run_id=existing.run_id,
             experiment_id=run.info.experiment_id,
@@ -229,8 +230,10 @@ def _version_of_run(client: Any, model: str, lineage: dict[str, str] | None) -> 
 
     try:
         versions = client.search_model_versions(f"name = '{model}'")
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
     for version in versions:
         tags = version.tags or {}
         if tags.get("airflow.run_id") == lineage["airflow.run_id"] and tags.get(

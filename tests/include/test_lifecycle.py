@@ -114,7 +114,6 @@ def test_train_gate_promote_score_drift_rollback(churn):
         "vs_champion",
         "bootstrap",
         "slice",
-        "latency",
         "model_size",
         "scoring_schema",
     }

@@ -121,3 +121,9 @@ def test_uris_expand_data_root(state):
 def test_more_rules(overrides, message):
     with pytest.raises(SpecError, match=message.replace("(", r"\(").replace(")", r"\)")):
         parse_spec(minimal(**overrides), "x.yaml")
+
+
+def test_slice_needs_a_bound():
+    raw = minimal(evaluation={"primary_metric": "roc_auc", "slices": [{"column": "c", "metric": "roc_auc"}]})
+    with pytest.raises(SpecError, match="slice c/roc_auc needs min, max or both"):
+        parse_spec(raw, "x.yaml")

@@ -145,8 +145,8 @@ def test_promotion_cut_short_is_completed_by_the_retry(churn, monkeypatch):
     monkeypatch.setattr(mlflow.MlflowClient, "set_registered_model_alias", real)
     assert registry.aliases(churn)["champion"] == v2  # the move itself is never half-visible
 
-    result = registry.promote(churn, version=v2, expected_champion=v1, lineage=lineage)  # the task's retry
-    assert result["changed"] and registry.aliases(churn)["previous_champion"] == v1
+    registry.promote(churn, version=v2, expected_champion=v1, lineage=lineage)  # the task's retry
+    assert registry.aliases(churn)["previous_champion"] == v1
     entries = history.entries(tracking.client(), churn.model_name)
     assert [(e["action"], e["from"], e["to"]) for e in entries] == [
         ("promote", None, v1),
@@ -154,3 +154,14 @@ def test_promotion_cut_short_is_completed_by_the_retry(churn, monkeypatch):
     ]
     registry.promote(churn, version=v2, expected_champion=v1, lineage=lineage)  # and once more: nothing new
     assert len(history.entries(tracking.client(), churn.model_name)) == 2
+
+    # A rollback cut short the same way is completed by its retry too.
+    rollback_lineage = {"airflow.dag_id": "churn__rollback", "airflow.run_id": "r2"}
+    monkeypatch.setattr(mlflow.MlflowClient, "set_registered_model_alias", dies_after_champion)
+    with pytest.raises(ServiceUnavailable):
+        registry.rollback(churn, lineage=rollback_lineage)
+    monkeypatch.setattr(mlflow.MlflowClient, "set_registered_model_alias", real)
+    registry.rollback(churn, lineage=rollback_lineage)
+    assert registry.aliases(churn) == {"champion": v1, "challenger": None, "previous_champion": v2}
+    actions = [e["action"] for e in history.entries(tracking.client(), churn.model_name)]
+    assert actions == ["promote", "promote", "rollback"]

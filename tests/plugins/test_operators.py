@@ -75,6 +75,7 @@ def test_assets_are_per_pipeline():
 
 
 def test_mlflow_links_point_at_the_ui(monkeypatch):
+    monkeypatch.delenv("MLOPS_MLFLOW_UI_URL", raising=False)
     from mlops_airflow.links.mlflow_ui import MlflowModelVersionLink, MlflowRunLink, remember
 
     op = PipelineOperator(task_id="t", pipeline="churn")

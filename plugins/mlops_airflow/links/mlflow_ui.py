@@ -9,10 +9,13 @@ from airflow.sdk import BaseOperatorLink
 
 
 def mlflow_ui_base(tracking_uri: str) -> str:
-    """The MLflow UI for a tracking URI: the server itself, or MLOPS_MLFLOW_UI_URL for a local store."""
+    """MLOPS_MLFLOW_UI_URL when set (the address a browser uses, e.g. outside a compose network), else
+    the tracking server itself, else the local default."""
+    if configured := os.environ.get("MLOPS_MLFLOW_UI_URL"):
+        return configured.rstrip("/")
     if tracking_uri.startswith(("http://", "https://")):
         return tracking_uri.rstrip("/")
-    return os.environ.get("MLOPS_MLFLOW_UI_URL", "http://127.0.0.1:5000").rstrip("/")
+    return "http://127.0.0.1:5000"
 
 
 def remember(
