@@ -190,14 +190,21 @@ def rollback(
         with model_lock(model):
             finished = _replay_pending(client, model)
         current = _alias_version(client, model, "champion")
-        if finished and finished.get("action") == "rollback" and finished.get("to") == current:
-            return {
-                "model": model,
-                "champion": current,
-                "previous_champion": finished.get("from"),
-                "changed": True,
-                "history_id": finished["id"],
-            }
+        # This Airflow run already rolled back (its retry completed it just now, or another caller
+        # did since): report that instead of rolling back a second time.
+        own = _key("rollback", "", lineage)
+        if own:
+            done = next(
+                (e for e in history.entries(client, model) if str(e.get("key", "")).startswith(own)), None
+            )
+            if done:
+                return {
+                    "model": model,
+                    "champion": current,
+                    "previous_champion": done.get("from"),
+                    "changed": bool(finished),
+                    "history_id": done.get("id"),
+                }
         target = to_version or _alias_version(client, model, "previous_champion")
         if target is None:
             raise NothingToDo(
