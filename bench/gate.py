@@ -7,25 +7,34 @@ one scoring pass: the target is gate wall time < 3 x one ``metrics.score`` of th
 
 How: everything runs in this process, in a throw-away ``MLOPS_STATE_DIR`` (embedded SQLite MLflow
 store and data root) with a copy of ``include/pipelines/churn.yaml`` in a throw-away
-``MLOPS_PIPELINES_DIR`` (classification, roc_auc, 1,000 resamples, slices/latency/size as churn).
+``MLOPS_PIPELINES_DIR``.
 
+* spec: churn.yaml as is, with 1,000 resamples and, if it has none, the latency budget ``LATENCY``
+  (the latency check is part of the gate's full work in a deployment that sets one);
 * setup (untimed): ``training.train`` runs twice, unchanged except for its data source: the
   published datasets are replaced by generated churn rows (``datagen.churn``) and the id-hash split
-  by "the last ``holdout_rows`` rows", so the 200k-row holdout does not need a 1M-row fit. Both
-  versions are logged and registered by the production code path; v1 is promoted to champion
-  (``registry.promote``, no gate needed) and v2 is the candidate. A small scoring batch is landed so
-  the schema check reads a real file.
+  by "the last ``holdout_rows`` rows", so the 200k-row holdout does not need a 1M-row fit (and
+  MLflow's pip-requirement inference is skipped). Both versions are logged and registered by the
+  production code path; v1 is promoted to champion (``registry.promote``, no gate needed) and v2 is
+  the candidate. A small scoring batch is landed so the schema check reads a real file.
 * floor: ``metrics.score`` of the candidate on the holdout's features (model loaded beforehand);
 * gate: ``evaluation.evaluate(spec, version=<v2>)``, whole: MLflow look-ups, downloads, both scoring
   passes, every check, plots, report, decision and tags logged. A GateFailed is still a measurement;
 * breakdown: the gate's steps re-run one by one with the same functions, each timed on its own
   (separately from the gate runs, so their sum only approximates the gate).
 
-After one untimed warm-up of each, floor, gate and breakdown alternate N times (3; 1 with
-``--quick``, which also shrinks the holdout to 50k rows); medians are reported. ``--profile`` also
-runs the gate once under cProfile and prints the top hotspots. Human-readable lines come first; the
-last line of output is one JSON object. The exit status is non-zero only if the measurement itself
-failed, not on a missed target.
+After one untimed warm-up of the floor and the gate, floor, gate and breakdown alternate N times
+(3; 1 with ``--quick``, which also shrinks the holdout to 50k rows), with a last floor at the end;
+medians are reported. The ratio is the median over gate runs of gate / mean of the two floor runs
+around it, so a change of machine load between runs does not skew it (``ratio_of_medians`` too).
+
+Other processes' CPU use during the measurement is reported: on a busy 2-core machine libgomp's
+barriers stall (HistGradientBoosting runs one parallel region per tree), which hits the latency
+check's many small batches far harder than the floor's one large batch. ``--threads N`` caps the
+OpenMP/BLAS threads while measuring (default: the libraries' own, as in production).
+``--profile`` also runs the gate once under cProfile and prints the top hotspots. Human-readable
+lines come first; the last line of output is one JSON object. The exit status is non-zero only if
+the measurement itself failed, not on a missed target.
 """
 
 from __future__ import annotations
@@ -37,20 +46,26 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from unittest import mock
 
 import numpy as np
 import pandas as pd
 import yaml
 
+if TYPE_CHECKING:
+    from include.mlops.spec import PipelineSpec
+
 ROOT = Path(__file__).resolve().parents[1]
 BASE_SPEC = ROOT / "include" / "pipelines" / "churn.yaml"
 TARGET_RATIO = 3
 RESAMPLES = 1000
+# When churn.yaml has no latency budget (it is left to each deployment), the gate still times one:
+# a generous budget, so the check runs in full without deciding the outcome.
+LATENCY = {"max_p95_ms": 500, "batch_rows": 1000}
 SIZES = {  # holdout rows, training rows per model version, repetitions
     "full": {"holdout": 200_000, "train": 50_000, "repeats": 3},
     "quick": {"holdout": 50_000, "train": 20_000, "repeats": 1},
@@ -93,9 +108,10 @@ def write_spec(folder: Path) -> str:
     evaluation = raw["evaluation"]
     if evaluation["primary_metric"] != "roc_auc" or raw["data"]["task"] != "classification":
         raise SystemExit(f"{BASE_SPEC}: expected a classification spec judged on roc_auc")
-    missing = [key for key in ("slices", "latency", "max_model_mb") if not evaluation.get(key)]
+    missing = [key for key in ("slices", "max_model_mb") if not evaluation.get(key)]
     if missing:
         raise SystemExit(f"{BASE_SPEC}: the gate would skip work: no {', '.join(missing)}")
+    evaluation.setdefault("latency", LATENCY)  # churn.yaml leaves the budget to each deployment
     evaluation["bootstrap"] = {**evaluation.get("bootstrap", {}), "resamples": RESAMPLES}
     raw["training"]["holdout_fraction"] = 0.2
     folder.mkdir(parents=True, exist_ok=True)
@@ -103,19 +119,30 @@ def write_spec(folder: Path) -> str:
     return str(raw["name"])
 
 
-def register_version(spec: Any, train_rows: int, holdout: pd.DataFrame, seed: int) -> str:
+def register_version(spec: PipelineSpec, train_rows: int, holdout: pd.DataFrame, seed: int) -> str:
     """Run ``training.train`` on generated rows + the given holdout; return the registered version."""
+    import mlflow.models
+    from threadpoolctl import threadpool_limits
+
     from include.mlops import datagen, training
 
     frame = pd.concat([datagen.churn(train_rows, seed=seed), holdout], ignore_index=True)
     manifest = {"uri": f"bench://churn/seed-{seed}", "sha256": f"{seed:064d}"}
 
-    def last_rows(data: pd.DataFrame, _spec: Any) -> np.ndarray:
+    def last_rows(data: pd.DataFrame, _spec: PipelineSpec) -> np.ndarray:
         return np.arange(len(data)) >= len(data) - len(holdout)
 
+    def default_requirements(_model_uri: str, _flavor: str, fallback: Any = None, **_: Any) -> Any:
+        return fallback
+
+    # One thread: the fit is setup, and libgomp's spinning barriers stall badly on a shared 2-core box.
+    # MLflow's pip-requirement inference (a subprocess that loads the model, ~5-10 s per version) is
+    # skipped: the default sklearn requirements are logged instead, which the gate never reads.
     with (
         mock.patch.object(training, "load_training_frame", lambda _spec: (frame, [manifest])),
         mock.patch.object(training, "holdout_mask", last_rows),
+        mock.patch.object(mlflow.models, "infer_pip_requirements", default_requirements),
+        threadpool_limits(1),
     ):
         result = training.train(spec)
     if result.holdout_rows != len(holdout):
@@ -123,7 +150,7 @@ def register_version(spec: Any, train_rows: int, holdout: pd.DataFrame, seed: in
     return result.version
 
 
-def setup(spec: Any, sizes: dict[str, int]) -> tuple[str, str]:
+def setup(spec: PipelineSpec, sizes: dict[str, int]) -> tuple[str, str]:
     """Champion v1 and candidate v2, both fitted by ``training.train``; returns their versions."""
     from include.mlops import datagen, registry
 
@@ -135,21 +162,21 @@ def setup(spec: Any, sizes: dict[str, int]) -> tuple[str, str]:
     return champion, candidate
 
 
-def run_gate(spec: Any, version: str) -> tuple[float, bool]:
-    """Wall time of one whole gate and whether it passed."""
+def run_gate(spec: PipelineSpec, version: str) -> tuple[float, str]:
+    """Wall time of one whole gate and its outcome ("passed", or "failed: <reasons>")."""
     from include.mlops import evaluation
     from include.mlops.errors import GateFailed
 
     started = time.perf_counter()
     try:
         evaluation.evaluate(spec, version=version)
-        passed = True
-    except GateFailed:
-        passed = False
-    return time.perf_counter() - started, passed
+        outcome = "passed"
+    except GateFailed as exc:
+        outcome = f"failed: {str(exc).split(' is untouched: ', 1)[-1]}"
+    return time.perf_counter() - started, outcome
 
 
-def breakdown(spec: Any, version: str) -> dict[str, dict[str, float]]:
+def breakdown(spec: PipelineSpec, version: str) -> dict[str, dict[str, float]]:
     """The gate's steps one by one (same functions, same order as ``evaluate``), each timed."""
     import mlflow
 
@@ -235,7 +262,7 @@ def breakdown(spec: Any, version: str) -> dict[str, dict[str, float]]:
     return {"io": io.seconds, "compute": compute.seconds, "diagnostics": diagnostics.seconds}
 
 
-def profile_gate(spec: Any, version: str, workdir: Path) -> None:
+def profile_gate(spec: PipelineSpec, version: str, workdir: Path) -> None:
     """One gate under cProfile: top cumulative in include/, then top own time anywhere."""
     import cProfile
     import pstats
@@ -267,14 +294,66 @@ def profile_gate(spec: Any, version: str, workdir: Path) -> None:
     stats.dump_stats(str(workdir / "gate.prof"))
 
 
+def machine_busy() -> float | None:
+    """CPU seconds the whole machine has spent busy since boot (Linux ``/proc/stat``), else None."""
+    try:
+        fields = Path("/proc/stat").read_text(encoding="ascii").split("\n", 1)[0].split()[1:9]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields)
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def median_steps(runs: list[dict[str, dict[str, float]]], group: str) -> dict[str, float]:
     return {name: round(statistics.median(r[group][name] for r in runs), 4) for name in runs[0][group]}
+
+
+def measure(spec: PipelineSpec, version: str, repeats: int) -> dict[str, Any]:
+    """Warm-up, then floor, gate and breakdown alternating ``repeats`` times, then a last floor."""
+    import mlflow
+
+    from include.mlops import metrics, tracking
+    from include.mlops.tabular import feature_columns
+    from include.mlops.training import HOLDOUT_ARTIFACT, download_run_frame
+
+    run_id = tracking.client().get_model_version(spec.model_name, version).run_id
+    holdout = download_run_frame(run_id, HOLDOUT_ARTIFACT)
+    features = holdout[feature_columns(holdout, spec)]
+    model = mlflow.sklearn.load_model(f"models:/{spec.model_name}/{version}")
+
+    def floor() -> float:
+        started = time.perf_counter()
+        metrics.score(spec.data.task, model, features)
+        return time.perf_counter() - started
+
+    floor(), run_gate(spec, version)  # warm-up: caches, lazy imports, the breakdown's functions too
+    result: dict[str, Any] = {
+        "holdout_rows": len(holdout),
+        "floor": [],
+        "gate": [],
+        "outcome": [],
+        "parts": [],
+    }
+    for _ in range(repeats):
+        result["floor"].append(floor())
+        seconds, outcome = run_gate(spec, version)
+        result["gate"].append(seconds)
+        result["outcome"].append(outcome)
+        result["parts"].append(breakdown(spec, version))
+    result["floor"].append(floor())  # every gate run is bracketed by two floor runs
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="50k-row holdout, 1 repetition (under a minute)")
     parser.add_argument("--profile", action="store_true", help="also profile one gate with cProfile")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="cap OpenMP/BLAS threads while measuring (default: the libraries' own, as in production)",
+    )
     options = parser.parse_args()
     sizes = SIZES["quick" if options.quick else "full"]
     started = time.perf_counter()
@@ -286,11 +365,9 @@ def main() -> None:
 
         import mlflow
         import sklearn
+        from threadpoolctl import threadpool_limits
 
-        from include.mlops import metrics, tracking
         from include.mlops.spec import find_spec
-        from include.mlops.tabular import feature_columns
-        from include.mlops.training import HOLDOUT_ARTIFACT, download_run_frame
 
         logging.getLogger("mlflow").setLevel(logging.ERROR)
         spec = find_spec(write_spec(workdir / "pipelines"))
@@ -299,7 +376,7 @@ def main() -> None:
             f"{spec.training.estimator.rsplit('.', 1)[-1]} {spec.training.params}, "
             f"{sizes['repeats']} runs (+1 warm-up); Python {sys.version.split()[0]}, "
             f"MLflow {mlflow.__version__}, scikit-learn {sklearn.__version__}, {os.cpu_count()} CPUs, "
-            f"load average {os.getloadavg()[0]:.2f}"
+            f"threads {options.threads or 'default'}, load average {os.getloadavg()[0]:.2f}"
         )
         setup_started = time.perf_counter()
         champion_version, candidate_version = setup(spec, sizes)
@@ -307,62 +384,48 @@ def main() -> None:
             f"setup (untimed): champion v{champion_version}, candidate v{candidate_version}, "
             f"{sizes['train']:,} training rows each, {time.perf_counter() - setup_started:.1f} s"
         )
+        busy_before, cpu_before, wall_before = machine_busy(), time.process_time(), time.perf_counter()
+        with threadpool_limits(options.threads):
+            raw = measure(spec, candidate_version, sizes["repeats"])
+            if options.profile:
+                profile_gate(spec, candidate_version, workdir)
+        busy_after = machine_busy()
+        others = None
+        if busy_before is not None and busy_after is not None:
+            other_cpu = (busy_after - busy_before) - (time.process_time() - cpu_before)
+            others = max(0.0, other_cpu / ((time.perf_counter() - wall_before) * (os.cpu_count() or 1)))
+    if raw["holdout_rows"] != sizes["holdout"]:
+        raise SystemExit(
+            f"the candidate's holdout has {raw['holdout_rows']} rows, expected {sizes['holdout']}"
+        )
 
-        client = tracking.client()
-        run_id = client.get_model_version(spec.model_name, candidate_version).run_id
-        holdout = download_run_frame(run_id, HOLDOUT_ARTIFACT)
-        features = holdout[feature_columns(holdout, spec)]
-        if len(holdout) != sizes["holdout"]:
-            raise SystemExit(f"the candidate's holdout has {len(holdout)} rows, expected {sizes['holdout']}")
-        model = mlflow.sklearn.load_model(f"models:/{spec.model_name}/{candidate_version}")
-
-        def floor() -> float:
-            t0 = time.perf_counter()
-            metrics.score(spec.data.task, model, features)
-            return time.perf_counter() - t0
-
-        warm: list[Callable[[], Any]] = [
-            floor,
-            lambda: run_gate(spec, candidate_version),
-            lambda: breakdown(spec, candidate_version),
-        ]
-        for step in warm:
-            step()
-        floors: list[float] = []
-        gates: list[float] = []
-        outcomes: list[bool] = []
-        parts: list[dict[str, dict[str, float]]] = []
-        for _ in range(sizes["repeats"]):
-            floors.append(floor())
-            seconds, passed = run_gate(spec, candidate_version)
-            gates.append(seconds)
-            outcomes.append(passed)
-            parts.append(breakdown(spec, candidate_version))
-        if options.profile:
-            profile_gate(spec, candidate_version, workdir)
-
+    floors, gates, parts = raw["floor"], raw["gate"], raw["parts"]
     base, gate = statistics.median(floors), statistics.median(gates)
-    ratio = gate / base
+    # Each gate run against the mean of the floor runs just before and after it, so both sides of a
+    # ratio share the machine's load at the time; the headline ratio is the median of these.
+    per_run = [g / ((floors[i] + floors[i + 1]) / 2) for i, g in enumerate(gates)]
+    ratio = statistics.median(per_run)
     io, compute = median_steps(parts, "io"), median_steps(parts, "compute")
     diagnostics = median_steps(parts, "diagnostics")
     io_total, compute_total = sum(io.values()), sum(compute.values())
     meets = ratio < TARGET_RATIO
+    statuses = {text.split(":")[0] for text in raw["outcome"]}
+    outcome = statuses.pop() if len(statuses) == 1 else "mixed"
 
     def runs(values: list[float]) -> str:
         return ", ".join(f"{v:.3f}" for v in values)
 
+    print(f"floor: metrics.score(candidate) on the holdout: median {base:.3f} s  [{runs(floors)}]")
     print(
-        f"floor: metrics.score(candidate), {sizes['holdout']:,} rows: median {base:.3f} s  [{runs(floors)}]"
+        f"gate: evaluation.evaluate(v{candidate_version}):        median {gate:.3f} s  [{runs(gates)}] ({outcome})"
     )
-    print(
-        f"gate: evaluation.evaluate(v{candidate_version}):        median {gate:.3f} s  [{runs(gates)}]"
-        f"  ({'passed' if all(outcomes) else 'failed' if not any(outcomes) else 'mixed'})"
-    )
+    print(f"  last gate outcome: {raw['outcome'][-1][:400]}")
     print("breakdown (medians, measured step by step outside the gate runs):")
     for group, steps in (("io", io), ("compute", compute)):
         for name, seconds in sorted(steps.items(), key=lambda item: item[1], reverse=True):
             print(
-                f"  {group:7s} {name:26s} {seconds:7.3f} s  {seconds / gate:4.0%} of the gate, {seconds / base:5.2f} x floor"
+                f"  {group:7s} {name:26s} {seconds:7.3f} s  {seconds / gate:4.0%} of the gate, "
+                f"{seconds / base:5.2f} x floor"
             )
     print(
         f"  total: io {io_total:.3f} s + compute {compute_total:.3f} s = {io_total + compute_total:.3f} s "
@@ -373,8 +436,21 @@ def main() -> None:
         "{candidate_predict_only:.3f} s, preprocessing alone {candidate_preprocess_only:.3f} s "
         "(metrics.score runs predict and predict_proba)".format(**diagnostics)
     )
+    if others is not None:
+        print(f"other processes used {others:.0%} of the machine's CPU while measuring")
+        if others > 0.1:
+            print("WARNING: the machine was busy; OpenMP barriers stall under contention, numbers are noisy")
+    rest = io_total + compute_total - compute.get("latency", 0.0)  # robust to latency-check stalls
+    print(f"breakdown without the latency check: {rest:.3f} s = {rest / base:.2f} x floor")
+    bare = diagnostics["candidate_predict_proba_only"]
     print(
-        f"ratio gate/floor: {ratio:.2f} (target < {TARGET_RATIO}) -> {'meets' if meets else 'MISSES'} target"
+        f"against one bare predict_proba pass ({bare:.3f} s) instead of metrics.score, "
+        f"the ratio would be {gate / bare:.2f}"
+    )
+    print(f"ratio of the medians: {gate / base:.2f}")
+    print(
+        f"ratio gate/floor (median of each gate run / mean of the floors around it, "
+        f"[{runs(per_run)}]): {ratio:.2f} (target < {TARGET_RATIO}) -> {'meets' if meets else 'MISSES'} target"
     )
     print(f"bench wall time: {time.perf_counter() - started:.1f} s")
     print(
@@ -389,14 +465,19 @@ def main() -> None:
                 "resamples": RESAMPLES,
                 "target": TARGET_RATIO,
                 "meets_target": meets,
-                "gate_passed": all(outcomes),
+                "ratio_per_run": [round(r, 3) for r in per_run],
+                "ratio_of_medians": round(gate / base, 3),
+                "gate_outcome": outcome,
+                "threads": options.threads,
+                "other_cpu_share": None if others is None else round(others, 3),
                 "breakdown": {
                     "io": io,
                     "compute": compute,
                     "io_total": round(io_total, 4),
                     "compute_total": round(compute_total, 4),
                     "gate_minus_sum": round(gate - io_total - compute_total, 4),
-                    "diagnostics": diagnostics,
+                    "ratio_without_latency_check": round(rest / base, 3),
+                    "diagnostics": {**diagnostics, "ratio_vs_predict_proba_only": round(gate / bare, 3)},
                 },
             }
         )
