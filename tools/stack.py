@@ -20,6 +20,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from include.mlops.tracking import embedded_store
+
 ROOT = Path(__file__).resolve().parents[1]
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 ADMIN = ("admin", "admin")
@@ -184,9 +186,9 @@ class Stack:
                     "--workers",
                     "1",
                     "--backend-store-uri",
-                    default_tracking_uri_for(self.state),
+                    embedded_store(self.state)[0],
                     "--default-artifact-root",
-                    artifact_root_for(self.state),
+                    embedded_store(self.state)[1],
                 ],
             )
         self.wait_healthy(wait)
@@ -245,14 +247,6 @@ class Stack:
             except OSError:
                 pass
             pid_file.unlink(missing_ok=True)
-
-
-def default_tracking_uri_for(state: Path) -> str:
-    return f"sqlite:///{state / 'mlflow' / 'mlflow.db'}"
-
-
-def artifact_root_for(state: Path) -> str:
-    return (state / "mlflow" / "artifacts").as_uri()
 
 
 def main() -> None:

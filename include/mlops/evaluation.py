@@ -16,6 +16,7 @@ from typing import Any
 
 from include.mlops import metrics, tracking
 from include.mlops.errors import GateFailed, NothingToDo, PromotionRefused
+from include.mlops.gate_checks import check
 from include.mlops.spec import PipelineSpec
 from include.mlops.tabular import feature_columns
 from include.mlops.training import HOLDOUT_ARTIFACT, download_run_frame
@@ -49,10 +50,6 @@ def get_version(client: Any, model: str, version: str) -> Any:
         raise
 
 
-def _check(name: str, value: float | None, passed: bool, limit: str, reason: str) -> dict[str, Any]:
-    return {"check": name, "value": value, "limit": limit, "passed": passed, "reason": reason}
-
-
 def decide(
     spec: PipelineSpec, candidate: dict[str, float], champion: dict[str, float] | None
 ) -> list[dict[str, Any]]:
@@ -62,7 +59,7 @@ def decide(
         value = candidate.get(metric)
         if value is None:
             checks.append(
-                _check(f"threshold:{metric}", None, False, "defined", f"{metric} could not be computed")
+                check(f"threshold:{metric}", None, False, "defined", f"{metric} could not be computed")
             )
             continue
         low_ok = limit.min is None or value >= limit.min
@@ -77,7 +74,7 @@ def decide(
         )
         verdict = "meets" if low_ok and high_ok else "misses"
         checks.append(
-            _check(
+            check(
                 f"threshold:{metric}",
                 value,
                 low_ok and high_ok,
@@ -86,13 +83,13 @@ def decide(
             )
         )
     if champion is None:
-        checks.append(_check("champion", None, True, "none", "no champion yet: thresholds alone decide"))
+        checks.append(check("champion", None, True, "none", "no champion yet: thresholds alone decide"))
         return checks
     policy = spec.evaluation.champion
     primary = spec.evaluation.primary_metric
     if primary not in candidate or primary not in champion:
         checks.append(
-            _check(
+            check(
                 f"vs_champion:{primary}",
                 None,
                 False,
@@ -104,7 +101,7 @@ def decide(
         return checks
     gain = metrics.improvement(primary, candidate[primary], champion[primary])
     checks.append(
-        _check(
+        check(
             f"vs_champion:{primary}",
             gain,
             gain >= policy.min_improvement,
@@ -118,7 +115,7 @@ def decide(
             continue
         change = metrics.improvement(metric, candidate[metric], champion[metric])
         checks.append(
-            _check(
+            check(
                 f"regression:{metric}",
                 change,
                 change >= -policy.max_regression,

@@ -18,12 +18,18 @@ if TYPE_CHECKING:
 ALIASES = ("champion", "challenger", "previous_champion")
 
 
+def embedded_store(state: Path) -> tuple[str, str]:
+    """The embedded MLflow backend store URI and artifact root inside a state folder."""
+    return f"sqlite:///{state / 'mlflow' / 'mlflow.db'}", (state / "mlflow" / "artifacts").as_uri()
+
+
 def default_tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{state_dir() / 'mlflow' / 'mlflow.db'}"
+    """MLFLOW_TRACKING_URI, else the embedded SQLite store in the state folder."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or embedded_store(state_dir())[0]
 
 
 def artifact_root() -> str:
-    return os.environ.get("MLOPS_MLFLOW_ARTIFACT_ROOT") or (state_dir() / "mlflow" / "artifacts").as_uri()
+    return os.environ.get("MLOPS_MLFLOW_ARTIFACT_ROOT") or embedded_store(state_dir())[1]
 
 
 def client(tracking_uri: str | None = None) -> MlflowClient:

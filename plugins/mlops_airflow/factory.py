@@ -28,7 +28,6 @@ from mlops_airflow.operators.monitoring import (
 )
 
 START = datetime(2026, 1, 1)
-STAGES = ("ingest", "train", "evaluate", "promote", "rollback", "inference", "drift")
 
 
 def dag_id(pipeline: str, stage: str) -> str:

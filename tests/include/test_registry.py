@@ -6,11 +6,9 @@ import threading
 
 import pytest
 
-from include.mlops import evaluation, history, ingest, registry, tracking, training
+from include.mlops import evaluation, history, registry, tracking, training
 from include.mlops.cli import main
-from include.mlops.datagen import write_batch
 from include.mlops.errors import PromotionRefused
-from include.mlops.spec import find_spec
 
 pytestmark = pytest.mark.slow
 
@@ -18,12 +16,8 @@ LINEAGE = {"airflow.dag_id": "churn__train", "airflow.run_id": "manual__1"}
 
 
 @pytest.fixture
-def churn(state, pipelines_dir):
-    spec = find_spec("churn")
-    write_batch(spec, "batch1", rows=1500, seed=11)
-    for uri in ingest.discover(spec):
-        ingest.ingest_file(spec, uri)
-    return spec
+def churn(churn_published):
+    return churn_published
 
 
 def test_rerunning_the_same_airflow_run_creates_no_duplicates(churn):

@@ -11,10 +11,8 @@ import urllib.request
 import mlflow
 import pytest
 
-from include.mlops import evaluation, history, ingest, registry, tracking, training
-from include.mlops.datagen import write_batch
+from include.mlops import evaluation, history, registry, tracking, training
 from include.mlops.errors import ServiceUnavailable
-from include.mlops.spec import find_spec
 from tools.stack import free_port
 
 pytestmark = pytest.mark.slow
@@ -82,12 +80,8 @@ def server(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def churn(state, pipelines_dir):
-    spec = find_spec("churn")
-    write_batch(spec, "batch1", rows=1500, seed=11)
-    for uri in ingest.discover(spec):
-        ingest.ingest_file(spec, uri)
-    return spec
+def churn(churn_published):
+    return churn_published
 
 
 def test_registry_path_through_a_tracking_server(server, churn):
