@@ -9,15 +9,19 @@ How: everything runs in this process, in a throw-away ``MLOPS_STATE_DIR`` (embed
 store and data root) with a copy of ``include/pipelines/churn.yaml`` in a throw-away
 ``MLOPS_PIPELINES_DIR``.
 
-* spec: churn.yaml as is, with 1,000 resamples and, if it has none, the latency budget ``LATENCY``
-  (the latency check is part of the gate's full work in a deployment that sets one);
+* spec: churn.yaml as shipped, with 1,000 resamples. It sets no latency budget (a p95 in ms only
+  means something on the deployment's hardware), so the gate runs no latency check; the breakdown
+  still times that check with the budget ``LATENCY`` and reports ``ratio_with_latency_check``, the
+  ratio a deployment that sets one would see (gate + latency check) / floor;
 * setup (untimed): ``training.train`` runs twice, unchanged except for its data source: the
   published datasets are replaced by generated churn rows (``datagen.churn``) and the id-hash split
   by "the last ``holdout_rows`` rows", so the 200k-row holdout does not need a 1M-row fit (and
   MLflow's pip-requirement inference is skipped). Both versions are logged and registered by the
   production code path; v1 is promoted to champion (``registry.promote``, no gate needed) and v2 is
   the candidate. A small scoring batch is landed so the schema check reads a real file.
-* floor: ``metrics.score`` of the candidate on the holdout's features (model loaded beforehand);
+* floor: ``metrics.score`` of the candidate on the holdout's features (model loaded beforehand):
+  the one scoring pass the gate makes per model (``predict_proba`` once, labels by argmax, checked
+  against ``predict`` on the first rows);
 * gate: ``evaluation.evaluate(spec, version=<v2>)``, whole: MLflow look-ups, downloads, both scoring
   passes, every check, plots, report, decision and tags logged. A GateFailed is still a measurement;
 * breakdown: the gate's steps re-run one by one with the same functions, each timed on its own
@@ -63,8 +67,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BASE_SPEC = ROOT / "include" / "pipelines" / "churn.yaml"
 TARGET_RATIO = 3
 RESAMPLES = 1000
-# When churn.yaml has no latency budget (it is left to each deployment), the gate still times one:
-# a generous budget, so the check runs in full without deciding the outcome.
+# churn.yaml leaves the latency budget to each deployment; the breakdown times the check with this one
+# (generous, so it runs in full) for the ratio a deployment that sets one would see.
 LATENCY = {"max_p95_ms": 500, "batch_rows": 1000}
 SIZES = {  # holdout rows, training rows per model version, repetitions
     "full": {"holdout": 200_000, "train": 50_000, "repeats": 3},
@@ -111,12 +115,21 @@ def write_spec(folder: Path) -> str:
     missing = [key for key in ("slices", "max_model_mb") if not evaluation.get(key)]
     if missing:
         raise SystemExit(f"{BASE_SPEC}: the gate would skip work: no {', '.join(missing)}")
-    evaluation.setdefault("latency", LATENCY)  # churn.yaml leaves the budget to each deployment
     evaluation["bootstrap"] = {**evaluation.get("bootstrap", {}), "resamples": RESAMPLES}
     raw["training"]["holdout_fraction"] = 0.2
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{raw['name']}.yaml").write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     return str(raw["name"])
+
+
+def with_latency(spec: PipelineSpec) -> PipelineSpec:
+    """The spec with its own latency budget, or ``LATENCY`` when it sets none."""
+    from include.mlops.spec import LatencyBudget
+
+    if spec.evaluation.latency is not None:
+        return spec
+    evaluation = spec.evaluation.model_copy(update={"latency": LatencyBudget(**LATENCY)})
+    return spec.model_copy(update={"evaluation": evaluation})
 
 
 def register_version(spec: PipelineSpec, train_rows: int, holdout: pd.DataFrame, seed: int) -> str:
@@ -195,13 +208,12 @@ def breakdown(spec: PipelineSpec, version: str) -> dict[str, dict[str, float]]:
             holdout = download_run_frame(candidate_mv.run_id, HOLDOUT_ARTIFACT)
             features, target = holdout[feature_columns(holdout, spec)], holdout[spec.data.target]
         with io.step("candidate_download_load"):
-            local = Path(
-                mlflow.artifacts.download_artifacts(f"models:/{model}/{version}", dst_path=f"{tmp}/c")
-            )
+            local = evaluation.model_dir(client, model, version, f"{tmp}/c")
             candidate_model = mlflow.sklearn.load_model(str(local))
             signature = mlflow.models.Model.load(str(local)).signature
         with io.step("champion_download_load"):
-            champion_model = mlflow.sklearn.load_model(f"models:/{model}/{champion_version}")
+            champion_dir = evaluation.model_dir(client, model, champion_version, f"{tmp}/p")
+            champion_model = mlflow.sklearn.load_model(str(champion_dir))
         with compute.step("score_candidate"):
             candidate = metrics.score(task, candidate_model, features)
         with compute.step("score_champion"):
@@ -216,8 +228,10 @@ def breakdown(spec: PipelineSpec, version: str) -> dict[str, dict[str, float]]:
             checks.append(record)
         with compute.step("slices"):
             checks += gate_checks.slice_checks(spec, holdout, candidate)
-        with compute.step("latency"):
-            checks.append(gate_checks.latency_check(spec, candidate_model, features))
+        with compute.step("latency"):  # not part of the gate unless the spec sets a budget
+            latency = gate_checks.latency_check(with_latency(spec), candidate_model, features)
+            if spec.evaluation.latency is not None:
+                checks.append(latency)
         with compute.step("size_schema"):
             checks.append(gate_checks.size_check(spec, local))
             required = signature.inputs.input_names() if signature else list(features.columns)
@@ -292,6 +306,8 @@ def profile_gate(spec: PipelineSpec, version: str, workdir: Path) -> None:
     show("top cumulative in include/", sorted(ours, key=lambda item: item[1][3], reverse=True))
     show("top own time anywhere", sorted(table.items(), key=lambda item: item[1][2], reverse=True))
     stats.dump_stats(str(workdir / "gate.prof"))
+    if os.environ.get("BENCH_KEEP_PROFILE"):
+        stats.dump_stats(os.environ["BENCH_KEEP_PROFILE"])
 
 
 def machine_busy() -> float | None:
@@ -406,6 +422,8 @@ def main() -> None:
     per_run = [g / ((floors[i] + floors[i + 1]) / 2) for i, g in enumerate(gates)]
     ratio = statistics.median(per_run)
     io, compute = median_steps(parts, "io"), median_steps(parts, "compute")
+    latency_in_gate = spec.evaluation.latency is not None
+    latency_seconds = compute["latency"] if latency_in_gate else compute.pop("latency")
     diagnostics = median_steps(parts, "diagnostics")
     io_total, compute_total = sum(io.values()), sum(compute.values())
     meets = ratio < TARGET_RATIO
@@ -434,14 +452,19 @@ def main() -> None:
     print(
         "diagnostics: candidate predict_proba alone {candidate_predict_proba_only:.3f} s, predict alone "
         "{candidate_predict_only:.3f} s, preprocessing alone {candidate_preprocess_only:.3f} s "
-        "(metrics.score runs predict and predict_proba)".format(**diagnostics)
+        "(metrics.score runs predict_proba, plus predict on 2,000 rows)".format(**diagnostics)
     )
     if others is not None:
         print(f"other processes used {others:.0%} of the machine's CPU while measuring")
         if others > 0.1:
             print("WARNING: the machine was busy; OpenMP barriers stall under contention, numbers are noisy")
-    rest = io_total + compute_total - compute.get("latency", 0.0)  # robust to latency-check stalls
+    rest = io_total + compute_total - (latency_seconds if latency_in_gate else 0.0)
+    with_check = (gate if latency_in_gate else gate + latency_seconds) / base
     print(f"breakdown without the latency check: {rest:.3f} s = {rest / base:.2f} x floor")
+    print(
+        f"latency check ({'in the gate' if latency_in_gate else 'not in the spec; timed on its own'}): "
+        f"{latency_seconds:.3f} s; with it the ratio would be {with_check:.2f}"
+    )
     bare = diagnostics["candidate_predict_proba_only"]
     print(
         f"against one bare predict_proba pass ({bare:.3f} s) instead of metrics.score, "
@@ -477,6 +500,8 @@ def main() -> None:
                     "compute_total": round(compute_total, 4),
                     "gate_minus_sum": round(gate - io_total - compute_total, 4),
                     "ratio_without_latency_check": round(rest / base, 3),
+                    "ratio_with_latency_check": round(with_check, 3),
+                    "latency_check_in_gate": latency_in_gate,
                     "diagnostics": {**diagnostics, "ratio_vs_predict_proba_only": round(gate / bare, 3)},
                 },
             }

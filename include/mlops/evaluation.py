@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+import urllib.parse
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,20 @@ def get_version(client: Any, model: str, version: str) -> Any:
         if getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
             raise PromotionRefused(f"registered model {model!r} has no version {version!r}") from None
         raise
+
+
+def model_dir(client: Any, model: str, version: str, download_to: str) -> Path:
+    """A version's model folder: read in place when the artifact store is a local folder (nothing is
+    copied or written there), else downloaded to ``download_to``."""
+    import mlflow
+
+    uri = client.get_model_version_download_uri(model, version)
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme == "file":
+        folder = Path(urllib.request.url2pathname(parsed.path))
+        if folder.is_dir():
+            return folder
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=download_to))
 
 
 def decide(
@@ -154,17 +170,14 @@ def evaluate(
             champion_version = None  # re-evaluating the champion itself: judge it on thresholds alone
         holdout = download_run_frame(candidate_mv.run_id, HOLDOUT_ARTIFACT)
         features, target = holdout[feature_columns(holdout, spec)], holdout[spec.data.target]
-        local = Path(
-            mlflow.artifacts.download_artifacts(f"models:/{model}/{version}", dst_path=f"{tmp}/candidate")
-        )
+        local = model_dir(client, model, version, f"{tmp}/candidate")
         candidate_model = mlflow.sklearn.load_model(str(local))
         signature = mlflow.models.Model.load(str(local)).signature
         candidate = metrics.score(task, candidate_model, features)
         champion = None
         if champion_version is not None:
-            champion = metrics.score(
-                task, mlflow.sklearn.load_model(f"models:/{model}/{champion_version}"), features
-            )
+            champion_dir = model_dir(client, model, champion_version, f"{tmp}/champion")
+            champion = metrics.score(task, mlflow.sklearn.load_model(str(champion_dir)), features)
 
         candidate_scores = metrics.from_scored(task, target, candidate)
         champion_scores = metrics.from_scored(task, target, champion) if champion is not None else None

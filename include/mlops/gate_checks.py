@@ -100,9 +100,9 @@ def slice_checks(
                 continue
             mask = np.zeros(len(holdout), dtype=bool)
             mask[index] = True
-            value = metrics.from_scored(spec.data.task, target[mask], candidate.subset(mask)).get(
-                floor.metric
-            )
+            value = metrics.from_scored(
+                spec.data.task, target[mask], candidate.subset(mask), only={floor.metric}
+            ).get(floor.metric)
             if value is None:
                 records.append(
                     check(

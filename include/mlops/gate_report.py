@@ -1,95 +1,97 @@
-"""A human-readable gate report: the decision, every check, and plots, in one HTML file.
+"""A human-readable gate report: the decision, every check, and charts, in one HTML file.
 
-Plots (PNG, embedded): ROC and precision-recall curves and the confusion matrix for classification,
-residuals and predicted-vs-actual for regression, and the bootstrap distribution of the improvement.
+Charts (inline SVG, see svg_charts): ROC and precision-recall curves and the confusion matrix for
+classification, residuals and predicted-vs-actual for regression, and the bootstrap distribution of
+the improvement.
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from typing import Any
 
 import numpy as np
 
+from include.mlops.metrics import Scored, binary_curve
+from include.mlops.svg_charts import COLORS, Chart, histogram
 
-def _png(fig: Any) -> str:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    import matplotlib.pyplot as plt
 
-    plt.close(fig)
-    return base64.b64encode(buffer.getvalue()).decode()
+def confusion_table(target: np.ndarray, predicted: np.ndarray, labels: list[Any]) -> str:
+    """Counts (true x predicted) as an HTML table shaded by share of its row."""
+    import pandas as pd
+
+    known = set(labels)
+    shown = list(labels) + [v for v in pd.unique(target) if v not in known]
+    index = pd.Index(shown)
+    k = len(shown)
+    codes = index.get_indexer(target) * k + index.get_indexer(predicted)
+    counts = np.bincount(codes, minlength=k * k).reshape(k, k)
+    head = "".join(f"<th>predicted {html.escape(str(v))}</th>" for v in shown)
+    rows = []
+    for i, label in enumerate(shown):
+        total = max(int(counts[i].sum()), 1)
+        cells = "".join(
+            f"<td style='background:rgba(31,119,180,{0.08 + 0.8 * c / total:.2f})'>{c:,}</td>"
+            for c in counts[i]
+        )
+        rows.append(f"<tr><th>true {html.escape(str(label))}</th>{cells}</tr>")
+    return (
+        "<table class='confusion'><caption>Candidate confusion matrix</caption>"
+        f"<tr><th></th>{head}</tr>{''.join(rows)}</table>"
+    )
 
 
 def plots(
     task: str,
     target: np.ndarray,
-    candidate: Any,
-    champion: Any | None,
+    candidate: Scored,
+    champion: Scored | None,
     distribution: np.ndarray | None,
     interval: tuple[float, float] | None,
     margin: float | None,
 ) -> dict[str, str]:
-    """name -> base64 PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn import metrics as m
-
+    """name -> inline SVG (or HTML table for the confusion matrix)."""
     out: dict[str, str] = {}
     models = [("candidate", candidate)] + ([("champion", champion)] if champion is not None else [])
     if task == "classification":
         if candidate.binary and candidate.proba is not None:
-            positive = candidate.labels[1]
-            for kind in ("roc", "pr"):
-                fig, ax = plt.subplots(figsize=(4.5, 4))
-                for name, scored in models:
-                    if kind == "roc":
-                        x, y, _ = m.roc_curve(target == positive, scored.proba[:, 1])
-                    else:
-                        y, x, _ = m.precision_recall_curve(target == positive, scored.proba[:, 1])
-                    ax.plot(x, y, label=name)
-                ax.set_xlabel("false positive rate" if kind == "roc" else "recall")
-                ax.set_ylabel("true positive rate" if kind == "roc" else "precision")
-                ax.set_title("ROC curve" if kind == "roc" else "Precision-recall curve")
-                ax.legend()
-                out[kind] = _png(fig)
-        fig, ax = plt.subplots(figsize=(4.5, 4))
-        m.ConfusionMatrixDisplay.from_predictions(target, candidate.predicted, ax=ax, colorbar=False)
-        ax.set_title("Candidate confusion matrix")
-        out["confusion"] = _png(fig)
+            roc = Chart("ROC curve", "false positive rate", "true positive rate", (0, 1), (0, 1))
+            pr = Chart("Precision-recall curve", "recall", "precision", (0, 1), (0, 1))
+            roc.segment((0, 0), (1, 1))
+            for color, (name, scored) in zip(COLORS, models, strict=False):
+                fps, tps = binary_curve(scored, target)
+                if fps[-1] == 0 or tps[-1] == 0:
+                    continue  # one class only: no curve
+                roc.line(np.r_[0, fps / fps[-1]], np.r_[0, tps / tps[-1]], name=name, color=color)
+                pr.line(tps / tps[-1], tps / (tps + fps), name=name, color=color)
+            out["roc"], out["pr"] = roc.svg(), pr.svg()
+        out["confusion"] = confusion_table(target, candidate.predicted, candidate.labels)
     else:
-        fig, ax = plt.subplots(figsize=(4.5, 4))
-        for name, scored in models:
-            ax.scatter(target, scored.predicted, s=3, alpha=0.3, label=name)
-        low, high = float(np.min(target)), float(np.max(target))
-        ax.plot([low, high], [low, high], color="black", linewidth=1)
-        ax.set_xlabel("actual")
-        ax.set_ylabel("predicted")
-        ax.set_title("Predicted vs actual")
-        ax.legend()
-        out["predicted_vs_actual"] = _png(fig)
-        fig, ax = plt.subplots(figsize=(4.5, 4))
-        for name, scored in models:
-            ax.hist(scored.predicted - target, bins=60, alpha=0.5, label=name)
-        ax.set_xlabel("residual (predicted - actual)")
-        ax.set_title("Residuals")
-        ax.legend()
-        out["residuals"] = _png(fig)
+        values = np.concatenate([target] + [s.predicted for _, s in models]).astype(float)
+        low, high = float(np.min(values)), float(np.max(values))
+        chart = Chart("Predicted vs actual", "actual", "predicted", (low, high), (low, high))
+        chart.segment((low, low), (high, high), color="#000")
+        for color, (name, scored) in zip(COLORS, models, strict=False):
+            chart.scatter(target, scored.predicted, name=name, color=color)
+        out["predicted_vs_actual"] = chart.svg()
+        out["residuals"] = histogram(
+            "Residuals",
+            "residual (predicted - actual)",
+            [(name, scored.predicted - target) for name, scored in models],
+            bins=60,
+        )
     if distribution is not None and len(distribution):
-        fig, ax = plt.subplots(figsize=(4.5, 4))
-        ax.hist(distribution, bins=50, color="#6a8fd0")
-        if interval:
-            for bound in interval:
-                ax.axvline(bound, color="black", linestyle="--", linewidth=1)
+        markers = [
+            ("interval" if i == 0 else "", bound, "#000", True) for i, bound in enumerate(interval or ())
+        ]
         if margin is not None:
-            ax.axvline(margin, color="#c00", linewidth=1.5, label="margin")
-            ax.legend()
-        ax.set_title("Bootstrap: improvement over the champion")
-        out["bootstrap"] = _png(fig)
+            markers.append(("margin", margin, "#c00", False))
+        out["bootstrap"] = histogram(
+            "Bootstrap: improvement over the champion",
+            "improvement (positive = candidate better)",
+            [("resamples", distribution)],
+            markers=markers,
+        )
     return out
 
 
@@ -105,14 +107,15 @@ def render(decision: dict[str, Any], images: dict[str, str]) -> str:
         f"<td>{'' if not decision.get('champion_metrics') else format(decision['champion_metrics'].get(k, float('nan')), '.4f')}</td></tr>"
         for k, v in sorted(decision["candidate_metrics"].items())
     )
-    figures = "".join(f"<img alt='{k}' src='data:image/png;base64,{v}'>" for k, v in images.items())
+    figures = "".join(f"<figure class='chart' id='{k}'>{v}</figure>" for k, v in images.items())
     verdict = "PASSED" if decision["passed"] else "FAILED"
     champion = decision.get("champion_version") or "none"
     return f"""<!doctype html><html><head><meta charset="utf-8">
 <title>Gate {verdict}: {html.escape(decision["model"])} v{decision["candidate_version"]}</title>
 <style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}}
-tr.fail td:first-child{{color:#b00;font-weight:bold}} tr.ok td:first-child{{color:#070}} img{{margin:4px}}</style>
+tr.fail td:first-child{{color:#b00;font-weight:bold}} tr.ok td:first-child{{color:#070}} figure.chart{{display:inline-block;margin:4px}}
+table.confusion td{{text-align:right}}</style>
 </head><body>
 <h1>Gate {verdict}: {html.escape(decision["model"])} v{decision["candidate_version"]} vs champion {champion}</h1>
 <p>Pipeline <code>{html.escape(decision["pipeline"])}</code>, decision <code>{decision["id"]}</code>,

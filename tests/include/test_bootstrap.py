@@ -61,3 +61,11 @@ def test_seeded_and_paired(binary):
     one = bootstrap.paired("classification", "accuracy", y, a, b, resamples=200, confidence=0.9, seed=4)
     two = bootstrap.paired("classification", "accuracy", y, a, b, resamples=200, confidence=0.9, seed=4)
     assert (one["lower"], one["upper"]) == (two["lower"], two["upper"])
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 1000, 20001])
+def test_quantile_bins_read_off_the_sorted_scores_match_numpy(n):
+    p = np.round(np.random.default_rng(n).random(n), 3)  # ties included
+    scored = Scored((p > 0.5).astype(int), np.stack([1 - p, p], axis=1), [0, 1])
+    edges = np.unique(np.quantile(p, np.linspace(0, 1, bootstrap.BINS + 1)[1:-1]))
+    assert np.array_equal(bootstrap._quantile_bins(scored), np.searchsorted(edges, p, side="right"))
