@@ -219,6 +219,14 @@ class NotificationsSpec(_Model):
     )
     notifier: Literal["log", "smtp"] = "log"
     to: list[str] = Field(default_factory=list)
+    from_email: str = "airflow-mlops@localhost"
+    smtp_conn_id: str = "smtp_default"
+
+    @model_validator(mode="after")
+    def _recipients(self) -> NotificationsSpec:
+        if self.notifier == "smtp" and self.events and not self.to:
+            raise ValueError("notifier 'smtp' needs at least one address in 'to'")
+        return self
 
 
 class PipelineSpec(_Model):

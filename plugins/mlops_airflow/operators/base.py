@@ -46,7 +46,65 @@ class PipelineOperator(BaseOperator):
         }
 
     def execute(self, context: Context) -> Any:
-        return self.call_core(lambda: self.run(context))
+        return self.call_core(lambda: self._run_and_notify(context))
+
+    def _run_and_notify(self, context: Context) -> Any:
+        """``run``, with a notification for the failures a person should hear about."""
+        from include.mlops.errors import GateFailed, ValidationFailed
+
+        try:
+            return self.run(context)
+        except ValidationFailed as exc:
+            self.notify(context, "quarantined", str(exc), report=exc.report_uri)
+            raise
+        except GateFailed as exc:
+            decision = exc.decision or {}
+            report = decision.get("report_artifact")
+            run_link = getattr(self, "mlflow_links", {}).get("run")
+            self.notify(
+                context,
+                "gate_failed",
+                str(exc),
+                report=f"{run_link} (artifact {report})" if run_link and report else report,
+                links=getattr(self, "mlflow_links", {}),
+            )
+            raise
+
+    def notify(
+        self,
+        context: Context,
+        event: str,
+        summary: str,
+        *,
+        report: str | None = None,
+        links: dict[str, str] | None = None,
+    ) -> None:
+        """Send ``event`` if the spec asks for it. A notification that cannot be sent is logged as a
+        warning and never changes the task's outcome."""
+        from include.mlops.notifications import Notice, wanted
+        from mlops_airflow.notifiers import PipelineEventNotifier
+
+        if not wanted(self.spec, event):
+            return
+        settings = self.spec.notifications
+        notice = Notice(
+            pipeline=self.pipeline,
+            event=event,
+            summary=summary,
+            report=report,
+            links={f"MLflow {name}": url for name, url in (links or {}).items()},
+            where=f"{context['dag'].dag_id} / {context['run_id']} / {context['task'].task_id}",
+        )
+        try:
+            PipelineEventNotifier(
+                notice=notice,
+                notifier=settings.notifier,
+                to=settings.to,
+                from_email=settings.from_email,
+                smtp_conn_id=settings.smtp_conn_id,
+            )(context)
+        except Exception as exc:  # the event happened either way; say the message did not go out
+            self.log.warning("Could not send the %s notification (%s): %s", event, settings.notifier, exc)
 
     def run(self, context: Context) -> Any:
         raise NotImplementedError

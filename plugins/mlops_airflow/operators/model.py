@@ -128,6 +128,15 @@ class PromoteModelOperator(PipelineOperator):
             lineage=self.lineage(context),
         )
         _emit(self, context, {"version": result["champion"], "previous": result["previous_champion"]})
+        if result.get("changed", True):
+            remember(self, tracking_uri=self.tracking_uri, model=self.spec.model_name, version=version)
+            self.notify(
+                context,
+                "promoted",
+                f"{self.spec.model_name} v{result['champion']} is the champion "
+                f"(previous: {result['previous_champion'] or 'none'})",
+                links=getattr(self, "mlflow_links", {}),
+            )
         return result
 
 

@@ -34,6 +34,15 @@ class DriftCheckOperator(PipelineOperator):
         key = context["run_id"].replace(":", "").replace("+", "")
         result = check(self.spec, run_key=key, tracking_uri=self.tracking_uri)
         result.pop("columns", None)  # per-column detail stays in the report files, not in XCom
+        if result.get("drift_detected"):
+            columns = result.get("drifted_columns") or []
+            self.notify(
+                context,
+                "drift_detected",
+                f"drift share {result['drift_share']:.2f} reached the threshold {result['threshold']:.2f}; "
+                f"drifted columns: {', '.join(columns) or 'none listed'}",
+                report=result.get("report_html"),
+            )
         return result
 
 
