@@ -76,6 +76,18 @@ def _history(args: argparse.Namespace) -> Any:
     return None
 
 
+def _drift_history(args: argparse.Namespace) -> Any:
+    from include.mlops.retraining import drift_history, format_drift_history
+
+    entries = drift_history(find_spec(args.pipeline))
+    if args.version:
+        entries = [e for e in entries if str(e.get("model_version")) == args.version]
+    if args.json:
+        return entries
+    print(format_drift_history(entries))
+    return None
+
+
 def _check_specs(_: argparse.Namespace) -> Any:
     specs, errors = load_specs()
     if errors:
@@ -91,6 +103,13 @@ def parser() -> argparse.ArgumentParser:
     hist.add_argument("pipeline")
     hist.add_argument("--json", action="store_true", help="print the records as JSON")
     hist.set_defaults(func=_history)
+    drift_hist = sub.add_parser(
+        "drift-history", help="show a pipeline's drift checks: share over time, drifted columns, retrains"
+    )
+    drift_hist.add_argument("pipeline")
+    drift_hist.add_argument("--version", help="only checks against this champion version")
+    drift_hist.add_argument("--json", action="store_true", help="print the records as JSON")
+    drift_hist.set_defaults(func=_drift_history)
     gen = sub.add_parser("generate", help="write a synthetic batch into a pipeline's landing or scoring zone")
     gen.add_argument("pipeline")
     gen.add_argument("--name", required=True, help="file name without extension")

@@ -1,12 +1,25 @@
-"""Retraining requests with a cool-down, so drift cannot cause a retrain storm."""
+"""Retraining requests that cannot storm: a cool-down, and one request in flight per pipeline.
+
+Every drift check's decision is appended to ``<state>/retrain_requests.json`` (requested or not, and
+why), which is also the drift history read by ``python -m include.mlops drift-history <pipeline>``.
+
+A request is *in flight* from the moment it is made until a model version registered after it
+carries a gate decision (passed or failed): until then the loop drift -> train -> gate has not
+closed, and a second request would only queue a duplicate training. A request older than
+``monitoring.retrain_timeout`` is considered lost (e.g. the train DAG was paused) and no longer
+blocks, which is logged.
+"""
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 from include.mlops import storage
 from include.mlops.spec import PipelineSpec
+
+log = logging.getLogger(__name__)
 
 
 def _state_uri(spec: PipelineSpec) -> str:
@@ -18,8 +31,34 @@ def history(spec: PipelineSpec) -> list[dict[str, Any]]:
     return storage.read_json(uri) if storage.exists(uri) else []
 
 
-def decide(spec: PipelineSpec, drift: dict[str, Any], *, now: float | None = None) -> tuple[bool, str]:
-    """Whether to request a retrain for this drift result, and why (or why not)."""
+def gated_since(client: Any, model: str, since: float) -> str | None:
+    """The first version registered after ``since`` (epoch seconds) that has a gate decision."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = client.search_model_versions(f"name = '{model}'")
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    for version in sorted(versions, key=lambda v: int(v.version)):
+        created = (version.creation_timestamp or 0) / 1000
+        if created >= since and (version.tags or {}).get("mlops.gate.decision"):
+            return str(version.version)
+    return None
+
+
+def decide(
+    spec: PipelineSpec,
+    drift: dict[str, Any],
+    *,
+    now: float | None = None,
+    client: Any | None = None,
+) -> tuple[bool, str]:
+    """Whether to request a retrain for this drift result, and why (or why not).
+
+    ``client`` (an MlflowClient) enables the one-in-flight rule; without it only the cool-down applies.
+    """
     now = time.time() if now is None else now
     if not drift.get("drift_detected"):
         return (
@@ -28,27 +67,68 @@ def decide(spec: PipelineSpec, drift: dict[str, Any], *, now: float | None = Non
         )
     previous = [r for r in history(spec) if r.get("requested")]
     if previous:
-        elapsed = now - previous[-1]["at"]
+        last = previous[-1]
+        elapsed = now - last["at"]
         if elapsed < spec.monitoring.retrain_cooldown:
             return False, (
                 f"retraining was requested {elapsed / 3600:.1f} h ago; the cool-down is "
                 f"{spec.monitoring.retrain_cooldown / 3600:.1f} h"
             )
+        if client is not None:
+            closed_by = gated_since(client, spec.model_name, last["at"])
+            if closed_by is None and elapsed < spec.monitoring.retrain_timeout:
+                return False, (
+                    f"the retraining requested {elapsed / 3600:.1f} h ago is still in flight (no version "
+                    f"trained and gated since); one request at a time"
+                )
+            if closed_by is None:
+                log.warning(
+                    "The retraining requested %.1f h ago never reached the gate (timeout %.1f h); "
+                    "requesting again",
+                    elapsed / 3600,
+                    spec.monitoring.retrain_timeout / 3600,
+                )
     return True, f"drift share {drift['drift_share']:.2f} >= threshold {drift['threshold']:.2f}"
 
 
 def record(
     spec: PipelineSpec, drift: dict[str, Any], *, requested: bool, reason: str, now: float | None = None
-) -> None:
+) -> dict[str, Any]:
+    """Append the decision (the drift history too); returns the entry."""
+    entry = {
+        "at": time.time() if now is None else now,
+        "requested": requested,
+        "reason": reason,
+        "drift_share": drift.get("drift_share"),
+        "threshold": drift.get("threshold"),
+        "drift_detected": bool(drift.get("drift_detected")),
+        "drifted_columns": drift.get("drifted_columns") or [],
+        "report": drift.get("report_html"),
+        "model_version": drift.get("model_version"),
+    }
     entries = history(spec)
-    entries.append(
-        {
-            "at": time.time() if now is None else now,
-            "requested": requested,
-            "reason": reason,
-            "drift_share": drift.get("drift_share"),
-            "report": drift.get("report_html"),
-            "model_version": drift.get("model_version"),
-        }
-    )
+    entries.append(entry)
     storage.write_json(_state_uri(spec), entries[-500:])
+    return entry
+
+
+def drift_history(spec: PipelineSpec) -> list[dict[str, Any]]:
+    """Every recorded drift check, oldest first."""
+    return [e for e in history(spec) if e.get("drift_share") is not None]
+
+
+def format_drift_history(entries: list[dict[str, Any]]) -> str:
+    """A readable table: per model version, the drift share over time and the columns that drifted."""
+    if not entries:
+        return "(no drift check recorded yet)"
+    lines = [f"{'when (UTC)':<20} {'version':>7} {'share':>6} {'limit':>6}  {'retrain':<9} drifted columns"]
+    for e in entries:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e["at"]))
+        limit = e.get("threshold")
+        retrain = "requested" if e.get("requested") else ("held" if e.get("drift_detected") else "-")
+        lines.append(
+            f"{when:<20} {e.get('model_version') or '-'!s:>7} {e['drift_share']:>6.2f} "
+            f"{'-' if limit is None else format(limit, '.2f'):>6}  {retrain:<9} "
+            f"{', '.join(e.get('drifted_columns') or []) or '-'}"
+        )
+    return "\n".join(lines)

@@ -199,12 +199,13 @@ class MonitoringSpec(_Model):
     schedule: str | None = "@daily"
     drift_share_threshold: Annotated[float, Field(gt=0, le=1)] = 0.3
     retrain_cooldown: int = 86400
+    retrain_timeout: int = 6 * 3600
     window_batches: Annotated[int, Field(gt=0)] = 1
     reports: str | None = None
 
     _schedule = field_validator("schedule")(classmethod(lambda cls, v: check_schedule(v)))
 
-    @field_validator("retrain_cooldown", mode="before")
+    @field_validator("retrain_cooldown", "retrain_timeout", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> int:
         seconds = parse_duration(value)

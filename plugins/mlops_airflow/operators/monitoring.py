@@ -54,15 +54,18 @@ class RequestRetrainOperator(PipelineOperator):
         self.drift_task_id = drift_task_id
 
     def run(self, context: Context) -> dict[str, Any]:
-        from include.mlops import retraining
+        from include.mlops import retraining, tracking
         from include.mlops.errors import NothingToDo
 
         drift = context["ti"].xcom_pull(task_ids=self.drift_task_id)
         if not drift:
             raise NothingToDo(f"pipeline {self.pipeline}: no drift result to act on")
-        requested, reason = retraining.decide(self.spec, drift)
+        client = tracking.client(self.tracking_uri)
+        with tracking.service_errors(self.tracking_uri):
+            requested, reason = retraining.decide(self.spec, drift, client=client)
         retraining.record(self.spec, drift, requested=requested, reason=reason)
         if not requested:
+            self.log.info("Retraining held back: %s", reason)
             raise NothingToDo(f"pipeline {self.pipeline}: no retraining requested: {reason}")
         self.log.info("Requesting retraining: %s", reason)
         for outlet in self.outlets:
