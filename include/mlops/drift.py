@@ -1,27 +1,274 @@
 """Drift check: recent scoring inputs against the champion's training reference, with Evidently.
 
-The reference sample is saved with each model version at training time; the current window is the
-``monitoring.window_batches`` most recently scored input files. Reports (HTML + JSON) are written
-per run under the pipeline's reports folder.
+The reference is saved with each model version at training time: per-column statistics of the
+whole training set and of the model's predictions on it (``data/reference_profile.json``), plus a
+row sample of the features (``data/reference.parquet``) and its predictions. The current window is
+the ``monitoring.window_batches`` most recently scored input files and their prediction files.
+
+Why not ``Report([DataDriftPreset()])`` on the full frames: it holds both in memory and computes
+each column's test several times, which takes minutes and gigabytes on millions of rows. Here the
+window is streamed in bounded memory (``drift_stats``) and each column gets the test, threshold and
+verdict Evidently would give it on the full data, from Evidently's own ``StatTest`` run on summaries
+(see ``docs/drift.md``). The HTML + JSON report is still Evidently's ``DataDriftPreset``, drawn on
+the two row samples and carrying the full-data values and verdicts, so it agrees with the summary.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import tempfile
 import time
+from collections.abc import Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from include.mlops import storage, tracking
-from include.mlops.errors import NothingToDo
+from include.mlops import drift_stats, storage, tracking
+from include.mlops.drift_stats import ColumnSummary, Decision
+from include.mlops.errors import DataError, NothingToDo
 from include.mlops.evaluation import _alias_version
 from include.mlops.inference import scored_batches
 from include.mlops.spec import PipelineSpec
-from include.mlops.tabular import detect_format, read_frame
-from include.mlops.training import REFERENCE_ARTIFACT, download_run_frame
+from include.mlops.tabular import detect_format
+from include.mlops.training import (
+    REFERENCE_ARTIFACT,
+    REFERENCE_PREDICTIONS_ARTIFACT,
+    REFERENCE_PROFILE_ARTIFACT,
+    download_run_frame,
+)
 
 log = logging.getLogger(__name__)
+
+BATCH_ROWS = 1 << 17  # rows per Arrow batch read from the window
+PREDICTION_REFERENCE_ROWS = 200_000  # training rows the model scores for the prediction reference
+PREDICTION_COLUMNS = ("prediction", "probability")
+FULL_DATA_SUFFIX = " (full data)"
+
+# Verdicts computed on the full data, looked up by the report's stand-in tests (see _full_data_test).
+_FULL_DATA_DECISIONS: ContextVar[dict[str, Decision]] = ContextVar("mlops_full_data_decisions")
+
+
+@dataclass
+class Reference:
+    """A model version's drift reference, as loaded from its training run."""
+
+    features: dict[str, ColumnSummary]
+    predictions: dict[str, ColumnSummary]
+    sample: pd.DataFrame
+    prediction_sample: pd.DataFrame | None = None
+
+    @property
+    def rows(self) -> int:
+        return max((s.rows + s.nulls for s in self.features.values()), default=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training side
+# ---------------------------------------------------------------------------------------------
+
+
+def predict_frame(model: Any, features: pd.DataFrame) -> pd.DataFrame:
+    """The prediction columns batch inference writes (``prediction``, maybe ``probability``)."""
+    from include.mlops.inference import _predict
+
+    return pd.DataFrame(_predict(model, features))
+
+
+def build_reference_profile(model: Any, features: pd.DataFrame, *, seed: int) -> dict[str, Any]:
+    """Per-column statistics of the training features and of the model's predictions on them."""
+    started = time.monotonic()
+    scored = features.sample(min(len(features), PREDICTION_REFERENCE_ROWS), random_state=seed)
+    predictions = drift_stats.profile_frame(predict_frame(model, scored))
+    profile = drift_stats.profile_to_json(drift_stats.profile_frame(features), predictions)
+    log.info(
+        "Drift reference profile of %d rows x %d columns (%d scored) in %.1f s",
+        len(features),
+        features.shape[1],
+        len(scored),
+        time.monotonic() - started,
+    )
+    return profile
+
+
+def load_reference(run_id: str, client: Any = None) -> Reference:
+    """The champion run's reference; runs older than the profile fall back to the row sample."""
+    import mlflow
+    import pyarrow.parquet as pq
+
+    client = client or mlflow.MlflowClient()
+    present = {a.path for a in client.list_artifacts(run_id, "data")}
+    sample = download_run_frame(run_id, REFERENCE_ARTIFACT)
+    if REFERENCE_PROFILE_ARTIFACT not in present:
+        log.info("Run %s has no %s; using its reference sample", run_id, REFERENCE_PROFILE_ARTIFACT)
+        return Reference(features=drift_stats.profile_frame(sample), predictions={}, sample=sample)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=REFERENCE_PROFILE_ARTIFACT, dst_path=tmp
+        )
+        features, predictions = drift_stats.profile_from_json(json.loads(Path(path).read_text()))
+        prediction_sample = None
+        if REFERENCE_PREDICTIONS_ARTIFACT in present:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=REFERENCE_PREDICTIONS_ARTIFACT, dst_path=tmp
+            )
+            prediction_sample = pq.read_table(path).to_pandas()
+    return Reference(features, predictions, sample, prediction_sample)
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming the window
+# ---------------------------------------------------------------------------------------------
+
+
+def _tables(uri: str, fmt: str, columns: list[str], rows: int) -> Iterator[Any]:
+    """The file's wanted columns as Arrow tables of at most ``rows`` rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    fs, path = storage.fs_for(uri)
+    try:
+        with fs.open(path, "rb") as handle:
+            if fmt == "parquet":
+                # No pre-buffering: it coalesces reads across row groups and keeps them until the
+                # file is closed, so memory would grow with the file instead of the batch.
+                source = pq.ParquetFile(handle, pre_buffer=False)
+                wanted = [c for c in columns if c in source.schema_arrow.names]
+                if not wanted:
+                    yield pa.table({"__rows__": pa.nulls(source.metadata.num_rows)})
+                    return
+                for batch in source.iter_batches(batch_size=rows, columns=wanted):
+                    yield pa.Table.from_batches([batch])
+            else:
+                wanted_set = set(columns)
+                for chunk in pd.read_csv(handle, chunksize=rows, usecols=lambda c: c in wanted_set):
+                    yield pa.Table.from_pandas(chunk, preserve_index=False)
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"{storage.basename(uri)}: cannot be read as {fmt}: {reason}") from None
+
+
+def sketch_files(
+    uris: list[str],
+    fmt: str,
+    reference: dict[str, ColumnSummary],
+    columns: list[str],
+    *,
+    sample_rows: int,
+    seed: int,
+) -> drift_stats.WindowSketch:
+    """One streaming pass over the files: per-column summaries and a row sample."""
+    sketch = drift_stats.WindowSketch(reference, sample_rows=sample_rows, seed=seed, columns=columns)
+    for uri in uris:
+        for table in _tables(uri, detect_format(uri, fmt), columns, BATCH_ROWS):
+            sketch.update(table)
+    return sketch
+
+
+# ---------------------------------------------------------------------------------------------
+# The report
+# ---------------------------------------------------------------------------------------------
+
+
+def _full_data_test(base: Any) -> Any:
+    """An Evidently StatTest that reports the verdict already computed on the full data.
+
+    The report is drawn on row samples; this stand-in, registered once per base test, makes its
+    values, verdicts and drift share the full-data ones. Its name keeps Evidently's display name
+    (with "p_value" for p-value tests), so the snapshot reads like one of Evidently's own.
+    """
+    from evidently.legacy.calculations.stattests import StatTest, register_stattest
+    from evidently.legacy.calculations.stattests.registry import (
+        StatTestNotFoundError,
+        get_registered_stattest,
+    )
+
+    name = base.display_name + FULL_DATA_SUFFIX
+    try:
+        return get_registered_stattest(name, base.allowed_feature_types[0])
+    except StatTestNotFoundError:
+        pass
+
+    def full_data_verdict(reference: pd.Series, current: pd.Series, *_: Any) -> tuple[float, bool]:
+        decision = _FULL_DATA_DECISIONS.get()[str(current.name)]
+        return decision.value, decision.drifted
+
+    test = StatTest(
+        name=name,
+        display_name=name,
+        allowed_feature_types=list(base.allowed_feature_types),
+        default_threshold=base.default_threshold,
+    )
+    register_stattest(test, default_impl=full_data_verdict)
+    return test
+
+
+def render_report(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    decisions: dict[str, Decision],
+    prediction_decisions: dict[str, Decision],
+    *,
+    drift_share: float,
+) -> tuple[str, str, list[str]]:
+    """Evidently's DataDriftPreset (plus prediction drift) on samples, with full-data verdicts.
+
+    Returns the HTML, the JSON and the columns left out of the report because a sample has no
+    value in them (their verdicts are still in the summary).
+    """
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.legacy.calculations import stattests
+    from evidently.metrics import ValueDrift
+    from evidently.presets import DataDriftPreset
+
+    by_name = {t.name: t for t in vars(stattests).values() if isinstance(t, stattests.StatTest)}
+    every = {**decisions, **prediction_decisions}
+
+    def drawable(column: str) -> bool:
+        return all(column in f.columns and f[column].notna().any() for f in (reference, current))
+
+    shown = [c for c in every if drawable(c)]
+    left_out = [c for c in every if c not in shown]
+    methods = {c: _full_data_test(by_name[every[c].stattest]).name for c in shown}
+    definition = DataDefinition(
+        numerical_columns=[c for c in shown if every[c].column_type == "num"],
+        categorical_columns=[c for c in shown if every[c].column_type == "cat"],
+    )
+    features = [c for c in decisions if c in shown]
+    metrics: list[Any] = [
+        DataDriftPreset(
+            columns=features,
+            drift_share=drift_share,
+            per_column_method={c: methods[c] for c in features},
+            per_column_threshold={c: decisions[c].threshold for c in features},
+        )
+    ]
+    metrics += [
+        ValueDrift(column=c, method=methods[c], threshold=d.threshold)
+        for c, d in prediction_decisions.items()
+        if c in shown
+    ]
+    if not metrics[0].columns:
+        metrics = metrics[1:]
+    if not metrics:
+        log.warning("No column has values in both report samples; the report is empty")
+        return "<html><body>No column has values in both samples.</body></html>", "{}", left_out
+    token = _FULL_DATA_DECISIONS.set(every)
+    try:
+        snapshot = Report(metrics).run(
+            current_data=Dataset.from_pandas(
+                current[shown].reset_index(drop=True), data_definition=definition
+            ),
+            reference_data=Dataset.from_pandas(
+                reference[shown].reset_index(drop=True), data_definition=definition
+            ),
+        )
+        return snapshot.get_html_str(as_iframe=False), snapshot.json(), left_out
+    finally:
+        _FULL_DATA_DECISIONS.reset(token)
 
 
 def column_decisions(snapshot: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -42,10 +289,105 @@ def column_decisions(snapshot: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return decisions
 
 
-def check(spec: PipelineSpec, *, run_key: str, tracking_uri: str | None = None) -> dict[str, Any]:
-    from evidently import Report
-    from evidently.presets import DataDriftPreset
+# ---------------------------------------------------------------------------------------------
+# The check
+# ---------------------------------------------------------------------------------------------
 
+
+def _prediction_drift(decisions: dict[str, Decision]) -> dict[str, Any] | None:
+    if not decisions:
+        return None
+    drifted = sorted(c for c, d in decisions.items() if d.drifted)
+    return {
+        "drift_detected": bool(drifted),
+        "drifted_columns": drifted,
+        "columns": {c: d.to_dict() for c, d in decisions.items()},
+    }
+
+
+def compare_window(
+    reference: Reference,
+    *,
+    inputs: list[str],
+    outputs: list[str],
+    fmt: str,
+    folder: str,
+    drift_share_threshold: float,
+    sample_rows: int,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Compare the window (input files, and their prediction files) with the reference; write reports."""
+    started = time.monotonic()
+    columns = list(reference.features)
+    window = sketch_files(inputs, fmt, reference.features, columns, sample_rows=sample_rows, seed=seed)
+    present = [c for c in columns if window.sketches[c].kinds]
+    decisions, skipped = drift_stats.compare(reference.features, window.summaries(), present)
+    skipped.update({c: "not in the current data" for c in columns if c not in present})
+    if not decisions:
+        raise DataError(
+            "no column could be compared with the reference: "
+            + "; ".join(f"{c}: {why}" for c, why in skipped.items())
+        )
+    current_sample = window.sample.frame()
+
+    prediction_decisions: dict[str, Decision] = {}
+    reference_sample = reference.sample
+    pred_columns = [c for c in PREDICTION_COLUMNS if c in reference.predictions]
+    if pred_columns and outputs:
+        scored = sketch_files(
+            outputs, "parquet", reference.predictions, pred_columns, sample_rows=sample_rows, seed=seed
+        )
+        live = [c for c in pred_columns if scored.sketches[c].rows]
+        prediction_decisions, pred_skipped = drift_stats.compare(
+            reference.predictions, scored.summaries(), live
+        )
+        skipped.update({f"prediction:{c}": why for c, why in pred_skipped.items()})
+        if scored.rows == window.rows:  # same row positions, hence the same sampled rows
+            current_sample = pd.concat([current_sample, scored.sample.frame()[live]], axis=1)
+        if reference.prediction_sample is not None and len(reference.prediction_sample) == len(
+            reference_sample
+        ):
+            reference_sample = pd.concat(
+                [reference_sample.reset_index(drop=True), reference.prediction_sample], axis=1
+            )
+    checked = time.monotonic()
+
+    html, report_json, left_out = render_report(
+        reference_sample,
+        current_sample,
+        decisions,
+        prediction_decisions,
+        drift_share=drift_share_threshold,
+    )
+    html_uri, json_uri = storage.join(folder, "report.html"), storage.join(folder, "report.json")
+    storage.write_text(html_uri, html)
+    storage.write_text(json_uri, report_json)
+    share = sum(d.drifted for d in decisions.values()) / len(decisions)
+    log.info(
+        "Window of %d rows summarised and tested in %.1f s, report in %.1f s",
+        window.rows,
+        checked - started,
+        time.monotonic() - checked,
+    )
+    return {
+        "drift_share": share,
+        "threshold": drift_share_threshold,
+        "drift_detected": share >= drift_share_threshold,
+        "drifted_columns": sorted(c for c, d in decisions.items() if d.drifted),
+        "columns": {c: d.to_dict() for c, d in decisions.items()},
+        "skipped_columns": skipped,
+        "prediction_drift": _prediction_drift(prediction_decisions),
+        "current_rows": window.rows,
+        "reference_rows": reference.rows,
+        "report_sample_rows": {"reference": len(reference_sample), "current": len(current_sample)},
+        "report_left_out": left_out,
+        "report_html": html_uri,
+        "report_json": json_uri,
+    }
+
+
+def check(spec: PipelineSpec, *, run_key: str, tracking_uri: str | None = None) -> dict[str, Any]:
+    """Drift of the latest scored window against the champion's reference; reports under ``run_key``."""
     client = tracking.client(tracking_uri)
     with tracking.service_errors(tracking_uri):
         version = _alias_version(client, spec.model_name, "champion")
@@ -54,48 +396,41 @@ def check(spec: PipelineSpec, *, run_key: str, tracking_uri: str | None = None) 
                 f"pipeline {spec.name}: no champion yet, so no training reference to compare with"
             )
         run_id = client.get_model_version(spec.model_name, version).run_id
-        reference = download_run_frame(run_id, REFERENCE_ARTIFACT)
+        reference = load_reference(run_id, client)
     batches = scored_batches(spec)[: spec.monitoring.window_batches]
     if not batches:
         raise NothingToDo(f"pipeline {spec.name}: no scored input yet to compare with the reference")
-    current = pd.concat(
-        [read_frame(b["input"], detect_format(b["input"], spec.inference.format)) for b in batches],
-        ignore_index=True,
-    )
-    columns = [c for c in reference.columns if c in current.columns]
-    snapshot = Report([DataDriftPreset()]).run(
-        current_data=current[columns], reference_data=reference[columns]
-    )
-    summary_metric = next(
-        m for m in snapshot.dict()["metrics"] if "DriftedColumnsCount" in m["config"]["type"]
-    )
-    share = float(summary_metric["value"]["share"])
-    decisions = column_decisions(snapshot.dict())
     folder = storage.join(spec.uri("reports"), "drift", run_key)
-    html_uri, json_uri = storage.join(folder, "report.html"), storage.join(folder, "report.json")
-    storage.write_text(html_uri, snapshot.get_html_str(as_iframe=False))
-    storage.write_text(json_uri, snapshot.json())
+    # A scored partition is one file or a folder of files ("inputs", in the order they were scored).
+    inputs = [uri for b in batches for uri in (b.get("inputs") or [b["input"]])]
+    outputs = [b["output"] for b in batches if b.get("output")]
+    try:
+        compared = compare_window(
+            reference,
+            inputs=inputs,
+            outputs=outputs if len(outputs) == len(batches) else [],
+            fmt=spec.inference.format,
+            folder=folder,
+            drift_share_threshold=spec.monitoring.drift_share_threshold,
+            sample_rows=spec.training.reference_rows,
+            seed=spec.training.seed,
+        )
+    except DataError as exc:
+        raise DataError(f"pipeline {spec.name}: drift check v{version}: {exc}") from None
     result = {
         "pipeline": spec.name,
         "model_version": version,
-        "drift_share": share,
-        "threshold": spec.monitoring.drift_share_threshold,
-        "drift_detected": share >= spec.monitoring.drift_share_threshold,
-        "drifted_columns": sorted(c for c, d in decisions.items() if d["drifted"]),
-        "columns": decisions,
-        "current_rows": len(current),
-        "reference_rows": len(reference),
-        "inputs": [b["input"] for b in batches],
-        "report_html": html_uri,
-        "report_json": json_uri,
+        **compared,
+        "inputs": inputs,
         "checked_at": time.time(),
     }
     storage.write_json(storage.join(folder, "summary.json"), result)
     log.info(
-        "Drift share %.2f (threshold %.2f) on %d rows; report: %s",
-        share,
+        "Drift share %.2f (threshold %.2f) on %d rows; drifted: %s; report: %s",
+        result["drift_share"],
         spec.monitoring.drift_share_threshold,
-        len(current),
-        html_uri,
+        result["current_rows"],
+        ", ".join(result["drifted_columns"]) or "none",
+        result["report_html"],
     )
     return result

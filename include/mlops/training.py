@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import json
 import logging
 import tempfile
 from dataclasses import asdict, dataclass
@@ -28,6 +29,10 @@ log = logging.getLogger(__name__)
 
 HOLDOUT_ARTIFACT = "data/holdout.parquet"
 REFERENCE_ARTIFACT = "data/reference.parquet"
+# Drift reference: per-column statistics of the whole training set and of the model's predictions
+# (include/mlops/drift_stats.py), and the predictions on the REFERENCE_ARTIFACT rows, in their order.
+REFERENCE_PROFILE_ARTIFACT = "data/reference_profile.json"
+REFERENCE_PREDICTIONS_ARTIFACT = "data/reference_predictions.parquet"
 
 
 @dataclass
@@ -193,8 +198,14 @@ def train(
                 min(len(x_train), spec.training.reference_rows), random_state=spec.training.seed
             )
             reference.to_parquet(Path(tmp) / "reference.parquet", index=False)
-            mlflow.log_artifact(str(Path(tmp) / "holdout.parquet"), "data")
-            mlflow.log_artifact(str(Path(tmp) / "reference.parquet"), "data")
+            _write_drift_reference(Path(tmp), model, x_train, reference, seed=spec.training.seed)
+            for name in (
+                "holdout.parquet",
+                "reference.parquet",
+                "reference_profile.json",
+                "reference_predictions.parquet",
+            ):
+                mlflow.log_artifact(str(Path(tmp) / name), "data")
         # Integer columns are declared as doubles: a scoring batch with a missing value in one of them
         # arrives as floats and must still match the signature.
         example = x_train.head(100).astype(
@@ -220,6 +231,17 @@ def train(
         training_rows=len(x_train),
         holdout_rows=len(x_holdout),
     )
+
+
+def _write_drift_reference(
+    folder: Path, model: Any, features: pd.DataFrame, sample: pd.DataFrame, *, seed: int
+) -> None:
+    """What the drift check compares with: statistics of all training rows, predictions of the sample."""
+    from include.mlops import drift
+
+    profile = drift.build_reference_profile(model, features, seed=seed)
+    (folder / "reference_profile.json").write_text(json.dumps(profile), encoding="utf-8")
+    drift.predict_frame(model, sample).to_parquet(folder / "reference_predictions.parquet", index=False)
 
 
 def _version_of_run(client: Any, model: str, lineage: dict[str, str] | None) -> Any:
