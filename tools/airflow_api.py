@@ -95,6 +95,58 @@ class AirflowApi:
         payload = self._request("GET", path)
         return payload.get("extra_links", payload) if isinstance(payload, dict) else {}
 
+    def task_instance(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> dict[str, Any]:
+        suffix = f"/{map_index}" if map_index >= 0 else ""
+        return self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}{suffix}")
+
+    def wait_task_state(
+        self, dag_id: str, run_id: str, task_id: str, states: set[str], timeout: float = 600
+    ) -> str:
+        deadline = time.monotonic() + timeout
+        state = None
+        while time.monotonic() < deadline:
+            state = self.task_instance(dag_id, run_id, task_id).get("state")
+            if state in states:
+                return state
+            time.sleep(2)
+        raise ApiError(f"{dag_id} {run_id} {task_id} is {state}, not {sorted(states)}, after {timeout:.0f}s")
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1, tail: int = 40) -> str:
+        """The last lines of a task attempt's log (for messages when something went wrong)."""
+        try:
+            payload = self._request(
+                "GET",
+                f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}"
+                "?full_content=true",
+            )
+        except ApiError as exc:
+            return f"(log not available: {exc})"
+        lines = []
+        for item in payload.get("content") or []:
+            lines.append(item.get("event", "") if isinstance(item, dict) else str(item))
+        return "\n".join(lines[-tail:])
+
+    def hitl_detail(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> dict[str, Any]:
+        """The human-in-the-loop request of a waiting task (subject, options, response)."""
+        return self._request(
+            "GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/hitlDetails"
+        )
+
+    def respond(
+        self, dag_id: str, run_id: str, task_id: str, option: str, map_index: int = -1
+    ) -> dict[str, Any]:
+        """Answer a human-in-the-loop task as the logged-in user (what the UI's buttons do)."""
+        return self._request(
+            "PATCH",
+            f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/hitlDetails",
+            {"chosen_options": [option], "params_input": {}},
+        )
+
+    def clear_run(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        """ "Clear" every task of a run so the scheduler runs them again (the UI's Clear button)."""
+        body = {"dag_run_id": run_id, "dry_run": False, "only_failed": False, "reset_dag_runs": True}
+        return self._request("POST", f"/api/v2/dags/{dag_id}/clearTaskInstances", body)["task_instances"]
+
     def wait_run(self, dag_id: str, run_id: str, timeout: float = 600) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -59,7 +59,8 @@ def ensure_experiment(name: str) -> str:
 
 @contextmanager
 def service_errors(uri: str | None = None) -> Iterator[None]:
-    """Connection failures to the tracking server become ServiceUnavailable (retryable)."""
+    """Connection failures to the tracking server (and a locked embedded SQLite store) become
+    ServiceUnavailable (retryable)."""
     try:
         yield
     except Exception as exc:
@@ -71,6 +72,7 @@ def service_errors(uri: str | None = None) -> Iterator[None]:
             "timed out",
             "503",
             "502",
+            "database is locked",  # the embedded SQLite store under concurrent writers
         )
         if any(marker in text for marker in transient):
             raise ServiceUnavailable(

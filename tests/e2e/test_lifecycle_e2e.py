@@ -6,34 +6,11 @@ default, in a throw-away state folder and on free ports.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-from tools.airflow_api import AirflowApi
 from tools.scenario import run_scenario
-from tools.stack import ADMIN, Stack, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def api(tmp_path_factory):
-    stack = Stack(
-        state=tmp_path_factory.mktemp("e2e") / "state",
-        airflow_port=free_port(),
-        with_mlflow_ui=False,
-        disable_schedules=True,
-    )
-    saved = dict(os.environ)
-    os.environ.update(stack.env())
-    try:
-        stack.up()
-        yield AirflowApi(stack.api_url, *ADMIN)
-    finally:
-        stack.down()
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 def test_no_import_errors_and_settings_loaded(api):

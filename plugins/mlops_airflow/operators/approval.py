@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
@@ -9,6 +10,8 @@ from airflow.sdk import Context
 
 from mlops_airflow.operators.base import PipelineOperator
 from mlops_airflow.operators.model import approved_version
+
+REJECTION_ATTEMPTS = 3
 
 
 class PromotionApprovalOperator(ApprovalOperator):
@@ -39,6 +42,7 @@ class PromotionApprovalOperator(ApprovalOperator):
         return super().execute_complete(context=context, event=event)
 
     def _record_rejection(self, context: Context, event: dict[str, Any]) -> None:
+        from include.mlops.errors import ServiceUnavailable
         from include.mlops.registry import record_rejection
         from include.mlops.spec import find_spec
         from mlops_airflow.hooks.mlflow_tracking import MlflowHook
@@ -50,11 +54,21 @@ class PromotionApprovalOperator(ApprovalOperator):
         user = event.get("responded_by_user") or {}
         who = user.get("name") or user.get("id") or "unknown user"
         lineage = {**PipelineOperator.lineage(context), "triggered_by": f"ui:{who}"}
-        record_rejection(
-            find_spec(self.pipeline),
-            version=version,
-            reason=f"promotion rejected in the Airflow UI by {who}",
-            tracking_uri=MlflowHook(mlflow_conn_id=self.mlflow_conn_id).get_tracking_uri(),
-            lineage=lineage,
-        )
+        # The answer cannot be asked for again, so a busy store gets a few tries before the task fails
+        # (a retry of this task would put the question to a person once more).
+        for attempt in range(1, REJECTION_ATTEMPTS + 1):
+            try:
+                record_rejection(
+                    find_spec(self.pipeline),
+                    version=version,
+                    reason=f"promotion rejected in the Airflow UI by {who}",
+                    tracking_uri=MlflowHook(mlflow_conn_id=self.mlflow_conn_id).get_tracking_uri(),
+                    lineage=lineage,
+                )
+                break
+            except ServiceUnavailable as exc:
+                if attempt == REJECTION_ATTEMPTS:
+                    raise
+                self.log.warning("Recording the rejection failed (attempt %d): %s; retrying", attempt, exc)
+                time.sleep(2 * attempt)
         self.log.info("Recorded the rejection of v%s by %s", version, who)
