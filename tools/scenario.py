@@ -1,8 +1,9 @@
 """The lifecycle scenario, driven through the real Airflow scheduler via the REST API.
 
-Batch 1 lands -> validated -> v1 trained -> gate -> promoted -> scoring batch scored; a malformed
-file lands -> quarantined, nothing downstream; a drifted scoring batch -> scored -> drift detected
--> retraining requested -> v2 trained -> gate compares v2 with v1 -> promoted or rejected.
+Batch 1 lands -> validated -> v1 trained -> gate -> promoted -> scoring batch scored -> no drift,
+no retraining; a malformed file lands -> quarantined, nothing downstream; a drifted scoring batch
+-> scored -> drift detected -> retraining requested -> v2 trained -> gate compares v2 with v1 ->
+promoted or rejected; more drifted data within the cool-down -> drift detected, no second retrain.
 Each step is checked; the summary says what happened and where the reports are.
 """
 
@@ -114,6 +115,13 @@ def _scenario(api: AirflowApi, out: Outcome, *, rows: int, timeout: float) -> No
     inference = follow("inference", before)
     out.expect(inference["state"] == "success", "the champion scores scoring batch 1")
     out.facts["v1"] = v1
+    stable = trigger("drift")
+    stable_result = api.xcom(dag["drift"], stable["dag_run_id"], "check_drift") or {}
+    out.expect(
+        stable["state"] == "success" and not stable_result.get("drift_detected"),
+        f"no drift on data like the training data (share {stable_result.get('drift_share')})",
+    )
+    out.expect(stable["tasks"].get("request_retrain") == "skipped", "so no retraining is requested")
 
     # 2. A malformed file: quarantined with its report; nothing downstream runs.
     print(f"[{pipeline}] step 2: a malformed file lands", flush=True)
@@ -167,6 +175,26 @@ def _scenario(api: AirflowApi, out: Outcome, *, rows: int, timeout: float) -> No
     if out.facts["gate_v2"] == "passed":
         out.expect(aliases.get("previous_champion") == v1, "previous_champion is v1")
     out.facts["v2"] = v2
+
+    # 4. Drift again, within the cool-down: detected, but no second retraining.
+    print(f"[{pipeline}] step 4: more drifted data within the cool-down", flush=True)
+    write_batch(spec, "score-003", rows=rows // 2, seed=23, drift=0.8, id_offset=4_000_000, scoring=True)
+    trigger("inference")
+    again = trigger("drift")
+    again_result = api.xcom(dag["drift"], again["dag_run_id"], "check_drift") or {}
+    out.expect(bool(again_result.get("drift_detected")), "drift is detected again")
+    out.expect(
+        again["tasks"].get("request_retrain") == "skipped", "no second retraining within the cool-down"
+    )
+    time.sleep(15)  # give the scheduler the chance to (wrongly) start a training
+    out.expect(api.run_ids(dag["train"]) == again["before"]["train"], "no training run follows it")
+    from include.mlops.retraining import drift_history
+
+    out.facts["drift_history"] = [
+        f"v{e.get('model_version')} share {e['drift_share']:.2f} "
+        f"{'retrain requested' if e['requested'] else 'no retrain'}: {e['reason']}"
+        for e in drift_history(spec)
+    ]
     from include.mlops.history import show
 
     out.facts["history"] = [
@@ -190,6 +218,8 @@ def summary(outcomes: list[Outcome]) -> str:
             f"  drift share:    {share:.2f}" if isinstance(share, float) else "  drift share:    n/a"
         )
         lines.append(f"  drift report:   {f.get('drift_report')}")
+        for i, entry in enumerate(f.get("drift_history") or []):
+            lines.append(f"  {'drift checks:' if i == 0 else '':<16}{entry}")
         lines.append(f"  quarantine:     {f.get('quarantine')}")
         lines.append(f"  predictions:    {f.get('predictions')}")
         lines.append("  result:         " + ("OK" if not o.failures else "FAILED: " + "; ".join(o.failures)))
