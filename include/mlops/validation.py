@@ -56,7 +56,22 @@ def load_suite(path: Path) -> dict[str, Any]:
 
 
 def validate_frame(frame: pd.DataFrame, suite: dict[str, Any]) -> ValidationOutcome:
-    """Run the suite on the whole frame with an ephemeral Great Expectations context."""
+    """Run the suite on the whole frame with an ephemeral Great Expectations context.
+
+    Large files go through ``chunked_validation.validate_file`` instead, which reaches the same
+    verdict without holding the whole file in memory.
+    """
+    _, gx_suite, batch_definition = gx_session(suite)
+    batch = batch_definition.get_batch(batch_parameters={"dataframe": frame})
+    result = batch.validate(gx_suite).to_json_dict()
+    return ValidationOutcome(success=bool(result["success"]), result=result)
+
+
+def gx_session(suite: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """An ephemeral GE context with the suite added and a whole-DataFrame batch definition.
+
+    Returns ``(context, gx_suite, batch_definition)``; a suite GE rejects is a SpecError.
+    """
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
     import great_expectations as gx
     from great_expectations.core.expectation_suite import ExpectationSuite
@@ -74,9 +89,7 @@ def validate_frame(frame: pd.DataFrame, suite: dict[str, Any]) -> ValidationOutc
         .add_dataframe_asset("batch")
         .add_batch_definition_whole_dataframe("whole")
     )
-    batch = batch_definition.get_batch(batch_parameters={"dataframe": frame})
-    result = batch.validate(gx_suite).to_json_dict()
-    return ValidationOutcome(success=bool(result["success"]), result=result)
+    return context, gx_suite, batch_definition
 
 
 def render_html(result: dict[str, Any], *, title: str) -> str:
@@ -102,6 +115,13 @@ def render_html(result: dict[str, Any], *, title: str) -> str:
         )
     stats = result.get("statistics", {})
     verdict = "PASSED" if result.get("success") else "FAILED"
+    chunked = (result.get("meta") or {}).get("chunked") or {}
+    streamed = (
+        f"<p>Validated in {chunked.get('chunks')} chunks of at most {chunked.get('chunk_rows'):,} rows "
+        f"({chunked.get('rows'):,} rows in all), without loading the whole file.</p>"
+        if chunked.get("chunks")
+        else ""
+    )
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse;width:100%}}
@@ -110,7 +130,7 @@ tr.failed td:first-child{{color:#b00;font-weight:bold}} tr.passed td:first-child
 <body><h1>{html.escape(title)}</h1>
 <p>Verdict: <strong>{verdict}</strong> &mdash; {stats.get("successful_expectations", 0)} of
 {stats.get("evaluated_expectations", 0)} expectations met (suite <code>{html.escape(str(result.get("suite_name")))}</code>).</p>
-<table><tr><th>status</th><th>expectation</th><th>arguments</th><th>observed</th></tr>
+{streamed}<table><tr><th>status</th><th>expectation</th><th>arguments</th><th>observed</th></tr>
 {"".join(rows)}</table></body></html>
 """
 
