@@ -7,17 +7,22 @@ moves, so a crash in between leaves the file in the landing zone to be processed
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import pandas as pd
 
-from include.mlops import storage
-from include.mlops.errors import DataError, ValidationFailed
+from include.mlops import landing, storage
+from include.mlops.chunked_validation import copy_as_parquet, should_stream, validate_file
+from include.mlops.errors import DataError, NothingToDo, ValidationFailed
+from include.mlops.ledger import Ledger
 from include.mlops.paths import resolve_project_path
 from include.mlops.spec import PipelineSpec
-from include.mlops.tabular import check_columns, detect_format, read_frame
+from include.mlops.tabular import check_columns, check_content, detect_format, read_frame, read_header
 from include.mlops.validation import failure_report, load_suite, render_html, validate_frame
 
 log = logging.getLogger(__name__)
@@ -37,55 +42,141 @@ class IngestResult:
         return asdict(self)
 
 
-def discover(spec: PipelineSpec) -> list[str]:
-    """Files waiting in the landing zone (complete files only: temporary names are skipped)."""
-    return storage.list_files(spec.uri("landing"))
+def discover(
+    spec: PipelineSpec,
+    *,
+    run_id: str | None = None,
+    list_files: Callable[[], list[landing.LandedFile]] | None = None,
+    ledger: Ledger | None = None,
+) -> list[str]:
+    """Files waiting in the landing zone (temporary names such as ``.x``, ``x.part`` are skipped).
+
+    Without ``run_id`` (the CLI, scripts): every visible file, as it is now. With it (the ingest
+    DAG): only complete files (``data.settle_seconds``, see ``landing.wait_for_ready``), claimed for
+    this run in the ledger, so that each file version is ingested exactly once. ``list_files``
+    lists the landing zone; the DAG passes the providers' hooks, the default is ``landing.scan``.
+    """
+    landing_uri = spec.uri("landing")
+    if run_id is None:
+        return [u for u in storage.list_files(landing_uri) if not landing.is_temporary(storage.basename(u))]
+    ledger = ledger or Ledger()
+    ready, settling = landing.wait_for_ready(
+        list_files or (lambda: landing.scan(landing_uri)), spec.data.settle_seconds
+    )
+    claimed = ledger.claim(spec.name, ready, run_id, stale_after=spec.data.claim_timeout)
+    if settling:
+        log.info(
+            "Left %d file(s) still being written for a later run: %s",
+            len(settling),
+            [f.name for f in settling],
+        )
+    if len(claimed) < len(ready):
+        log.info(
+            "%d complete file(s) are already ingested or being ingested by another run (ledger %s)",
+            len(ready) - len(claimed),
+            ledger.path,
+        )
+    return [f.uri for f in claimed]
+
+
+def ingest_claimed(
+    spec: PipelineSpec, uri: str, *, run_id: str, ledger: Ledger | None = None
+) -> IngestResult:
+    """``ingest_file`` for a file this run claimed; records the outcome so it is processed once.
+
+    An error other than a failed validation releases the claim, so the next run retries the file.
+    """
+    ledger = ledger or Ledger()
+    if not ledger.renew(spec.name, uri, run_id):
+        raise NothingToDo(
+            f"pipeline {spec.name}: run {run_id} holds no claim on {uri} in the ledger (it was already "
+            "ingested, or another run took it over); nothing to do"
+        )
+    try:
+        result = ingest_file(spec, uri, run_id=run_id)
+    except ValidationFailed as exc:
+        ledger.finish(spec.name, uri, run_id, "quarantined", detail=exc.quarantined_to)
+        raise
+    except BaseException:
+        try:
+            ledger.release(spec.name, uri, run_id)
+        except Exception:  # the claim then goes stale after data.claim_timeout
+            log.exception("Could not release the claim of run %s on %s", run_id, uri)
+        raise
+    ledger.finish(spec.name, uri, run_id, result.status, detail=result.location)
+    return result
 
 
 def ingest_file(spec: PipelineSpec, uri: str, *, run_id: str = "manual") -> IngestResult:
     """Validate one landed file; publish it, or quarantine it and raise ValidationFailed."""
     name = storage.basename(uri)
+    link = _escaping_link(spec, uri)
+    if link is not None:  # never read: quarantine the link itself, not what it points to
+        digest = hashlib.sha256(os.readlink(link).encode()).hexdigest()
+        reason = (
+            f"{name}: is a symbolic link to {os.path.realpath(link)}, outside the landing zone; "
+            "it was not read - land the file itself"
+        )
+        return _quarantine(spec, uri, digest, _failure(reason, name, digest, run_id), [reason], link=True)
     digest = storage.sha256(uri)
     suite = load_suite(resolve_project_path(spec.validation.suite))
-    frame: pd.DataFrame | None = None
+    fmt = detect_format(uri, spec.data.format)
+    frame: pd.DataFrame | None = None  # stays None for a large file: validated chunk by chunk
     try:
-        frame = read_frame(uri, detect_format(uri, spec.data.format))
-        check_columns(frame, spec, name=name)
+        if should_stream(uri, fmt):
+            check_columns(read_header(uri, fmt), spec, name=name)
+            outcome = validate_file(uri, fmt, suite)
+        else:
+            frame = read_frame(uri, fmt)
+            check_columns(frame, spec, name=name)
+            check_content(frame, spec, suite, name=name)
+            outcome = validate_frame(frame, suite)
     except DataError as exc:
         result, reasons = failure_report(str(exc)), [str(exc)]
     else:
-        outcome = validate_frame(frame, suite)
         result, reasons = outcome.result, outcome.failures
     result["meta"] = {**result.get("meta", {}), "source": name, "sha256": digest, "run_id": run_id}
 
-    if result["success"] and frame is not None:
-        return _publish(spec, uri, frame, digest, result, run_id=run_id)
+    if result["success"]:
+        return _publish(spec, uri, fmt, frame, digest, result, run_id=run_id)
     return _quarantine(spec, uri, digest, result, reasons)
 
 
 def _publish(
-    spec: PipelineSpec, uri: str, frame: pd.DataFrame, digest: str, result: dict, *, run_id: str
+    spec: PipelineSpec,
+    uri: str,
+    fmt: str,
+    frame: pd.DataFrame | None,
+    digest: str,
+    result: dict,
+    *,
+    run_id: str,
 ) -> IngestResult:
     name = storage.basename(uri)
     dataset = storage.join(spec.uri("datasets"), digest[:16])
     report = storage.join(dataset, "validation.html")
     status = "published"
+    rows = len(frame) if frame is not None else int(result["meta"]["chunked"]["rows"])
     if not storage.is_complete(dataset):
         with storage.atomic_path(storage.join(dataset, "data.parquet")) as tmp:
-            frame.to_parquet(storage.local_path(tmp) or tmp, index=False)
+            if frame is None:
+                rows, columns = copy_as_parquet(uri, fmt, tmp)
+            else:
+                frame.to_parquet(storage.local_path(tmp) or tmp, index=False)
+                columns = list(map(str, frame.columns))
         storage.write_json(storage.join(dataset, "validation.json"), result)
         storage.write_text(report, render_html(result, title=f"{spec.name}: {name}"))
         manifest = {
             "pipeline": spec.name,
             "source": name,
             "sha256": digest,
-            "rows": len(frame),
-            "columns": list(map(str, frame.columns)),
+            "rows": rows,
+            "columns": columns,
             "published_at": time.time(),
             "run_id": run_id,
         }
         storage.mark_success(dataset, manifest)
-        log.info("Published %s (%d rows) as %s", name, len(frame), dataset)
+        log.info("Published %s (%d rows) as %s", name, rows, dataset)
     else:
         status = "duplicate"
         log.info("%s has the same content as the published dataset %s; not published twice", name, dataset)
@@ -93,10 +184,28 @@ def _publish(
         uri, storage.join(spec.uri("archive"), time.strftime("%Y-%m-%d", time.gmtime()), name)
     )
     log.info("Archived the source file to %s", archived)
-    return IngestResult(name, status, digest, dataset, report, rows=len(frame))
+    return IngestResult(name, status, digest, dataset, report, rows=rows)
 
 
-def _quarantine(spec: PipelineSpec, uri: str, digest: str, result: dict, reasons: list[str]) -> IngestResult:
+def _failure(reason: str, name: str, digest: str, run_id: str) -> dict:
+    result = failure_report(reason)
+    result["meta"] = {"source": name, "sha256": digest, "run_id": run_id}
+    return result
+
+
+def _escaping_link(spec: PipelineSpec, uri: str) -> str | None:
+    """The local path of ``uri`` if it is a symbolic link resolving outside the landing zone."""
+    local = storage.local_path(uri)
+    zone = storage.local_path(spec.uri("landing"))
+    if local is None or zone is None or not os.path.islink(local):
+        return None
+    target, root = os.path.realpath(local), os.path.realpath(zone)
+    return None if os.path.commonpath([target, root]) == root else local
+
+
+def _quarantine(
+    spec: PipelineSpec, uri: str, digest: str, result: dict, reasons: list[str], *, link: bool = False
+) -> IngestResult:
     name = storage.basename(uri)
     folder = storage.join(
         spec.uri("quarantine"), f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{digest[:8]}"
@@ -105,9 +214,14 @@ def _quarantine(spec: PipelineSpec, uri: str, digest: str, result: dict, reasons
     storage.write_json(storage.join(folder, "validation.json"), result)
     storage.write_text(report, render_html(result, title=f"{spec.name}: {name} (quarantined)"))
     moved = storage.move(uri, storage.join(folder, name))
-    if storage.sha256(moved) != digest:  # never expected; says so loudly if storage misbehaves
+    moved_link = storage.local_path(moved) if link else None
+    check = (
+        hashlib.sha256(os.readlink(moved_link).encode()).hexdigest() if moved_link else storage.sha256(moved)
+    )
+    if check != digest:  # never expected; says so loudly if storage misbehaves
         raise DataError(f"{name}: checksum changed while moving to quarantine ({moved})")
     summary = "; ".join(reasons[:5]) + (f"; and {len(reasons) - 5} more" if len(reasons) > 5 else "")
+    summary = " ".join(summary.splitlines())  # one line, whatever a reason holds
     raise ValidationFailed(
         f"pipeline {spec.name}: {name} failed validation and was quarantined to {moved}: {summary}. "
         f"Report: {report}",

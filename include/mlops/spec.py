@@ -69,8 +69,39 @@ class DataSpec(_Model):
     datasets: str | None = None
     quarantine: str | None = None
     archive: str | None = None
+    # Event-driven ingestion (docs/ingestion.md).
+    trigger: Literal["schedule", "event"] = "schedule"
+    landing_conn_id: str | None = None
+    settle_seconds: int = 30
+    poll_interval: int = 30
+    claim_timeout: int = 21600
 
     _schedule = field_validator("schedule")(classmethod(lambda cls, v: check_schedule(v)))
+
+    @field_validator("settle_seconds", "poll_interval", "claim_timeout", mode="before")
+    @classmethod
+    def _seconds(cls, value: Any, info: Any) -> int:
+        seconds = parse_duration(value)
+        least = {"settle_seconds": 0, "poll_interval": 1, "claim_timeout": 60}[info.field_name]
+        if seconds < least:
+            raise ValueError(f"must be at least {least} seconds, got {seconds}")
+        return seconds
+
+    @model_validator(mode="before")
+    @classmethod
+    def _event_schedule_default(cls, raw: Any) -> Any:
+        # With trigger: event, landing events start ingestion; a time schedule is an opt-in sweep.
+        if isinstance(raw, dict) and raw.get("trigger") == "event" and "schedule" not in raw:
+            return {**raw, "schedule": None}
+        return raw
+
+    @model_validator(mode="after")
+    def _event_schedule(self) -> DataSpec:
+        if self.trigger == "event" and self.schedule == "@once":
+            raise ValueError(
+                "schedule '@once' cannot be combined with trigger: event; use a cron, a preset or null"
+            )
+        return self
 
     @model_validator(mode="after")
     def _distinct_columns(self) -> DataSpec:

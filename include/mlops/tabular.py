@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import os
 import posixpath
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -31,14 +33,14 @@ def read_frame(uri: str, fmt: str) -> pd.DataFrame:
         raise DataError(f"{name}: file not found at {uri}") from None
     if not data:
         raise DataError(f"{name}: the file is empty (0 bytes)")
+    sniff_bytes(data, fmt, name=name)
     try:
         if fmt == "parquet":
             frame = pd.read_parquet(io.BytesIO(data))
         else:
             frame = pd.read_csv(io.BytesIO(data))
     except Exception as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(f"{name}: cannot be read as {fmt}: {reason}") from None
+        raise _unreadable(name, fmt, exc) from None
     if frame.empty:
         raise DataError(f"{name}: the file has no data rows")
     return frame
@@ -343,5 +345,183 @@ def _cast(frame: pd.DataFrame, dtypes: dict[str, Any] | None) -> pd.DataFrame:
 
 
 def _unreadable(name: str, fmt: str, exc: Exception) -> DataError:
-    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return DataError(f"{name}: cannot be read as {fmt}: {reason}")
+    """A one-line summary of a parser error, without the library's internals."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", text)
+    if fields:
+        expected, line, saw = fields.groups()
+        text = f"line {line} has {saw} fields, the header has {expected}"
+    elif len(text) > 160:
+        text = text[:157] + "..."
+    return DataError(f"{name}: cannot be read as {fmt}: {text}")
+
+
+BOMS = {
+    b"\xef\xbb\xbf": "UTF-8",
+    b"\xff\xfe": "UTF-16",
+    b"\xfe\xff": "UTF-16",
+}
+PARQUET_MAGIC = b"PAR1"
+FUTURE_TOLERANCE = pd.Timedelta(days=1)  # clock skew between the source system and us
+
+
+def sniff_bytes(data: bytes, fmt: str, *, name: str) -> None:
+    """Cheap checks on the raw bytes, so that the reason names the real problem, not a parser's symptom."""
+    if fmt == "parquet":
+        if data[:4] != PARQUET_MAGIC:
+            looks = "text" if _is_text(data[:4096]) else "binary data"
+            raise DataError(
+                f"{name}: cannot be read as parquet: not a Parquet file (no PAR1 magic bytes at the start; it holds {looks}); "
+                "export it as Parquet or land it with the extension of its real format"
+            )
+        if len(data) < 12 or data[-4:] != PARQUET_MAGIC:
+            raise DataError(
+                f"{name}: cannot be read as parquet: a truncated or corrupt Parquet file (no footer at the end); upload it again"
+            )
+        return
+    for bom, encoding in BOMS.items():
+        if data.startswith(bom):
+            raise DataError(
+                f"{name}: starts with a {encoding} byte-order mark; remove the byte-order mark "
+                "(export as UTF-8 without BOM)"
+            )
+    if data[:4] == PARQUET_MAGIC or b"\x00" in data[:4096]:
+        raise DataError(
+            f"{name}: is binary data, not CSV text; export it as CSV or land it with its real extension"
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{name}: is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); re-export it as UTF-8"
+        ) from None
+    header = text.split("\n", 1)[0]
+    if "," not in header:
+        for delimiter, label in ((";", "';'"), ("\t", "a tab"), ("|", "'|'")):
+            if delimiter in header:
+                raise DataError(
+                    f"{name}: uses {label} as the delimiter; expected ',' (comma-separated values)"
+                )
+    _check_csv_rows(text, name=name)
+
+
+def _check_csv_rows(text: str, *, name: str) -> None:
+    """Every row has as many fields as the header (a truncated row, a wide row, a schema change)."""
+    rows = csv.reader(io.StringIO(text))
+    header = next(rows, None)
+    if header is None:
+        return
+    width = len(header)
+    for row in rows:
+        if not row:
+            continue
+        if len(row) != width:
+            # same words as the parser's own error (``_unreadable``), so streamed and whole reads agree
+            raise DataError(
+                f"{name}: cannot be read as csv: line {rows.line_num} has {len(row)} fields, "
+                f"the header has {width}"
+            )
+
+
+def _is_text(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return b"\x00" not in data
+
+
+def suite_columns(suite: dict[str, Any]) -> dict[str, set[str]]:
+    """Column name -> the kinds of rule the suite applies to it ("numeric", "set", "any")."""
+    kinds: dict[str, set[str]] = {}
+    for expectation in suite.get("expectations", []):
+        kwargs = expectation.get("kwargs") or {}
+        column = kwargs.get("column")
+        if not isinstance(column, str):
+            continue
+        bounds = [kwargs.get("min_value"), kwargs.get("max_value")]
+        numeric = expectation.get("type") == "expect_column_values_to_be_between" and any(
+            isinstance(b, int | float) and not isinstance(b, bool) for b in bounds
+        )
+        kinds.setdefault(column, set()).add("numeric" if numeric else "any")
+    return kinds
+
+
+def check_content(frame: pd.DataFrame, spec: PipelineSpec, suite: dict[str, Any], *, name: str) -> None:
+    """Structural rules a Great Expectations suite cannot express, derived from the spec and the suite.
+
+    The columns must be exactly those the spec and suite name (an extra or renamed column is a
+    changed export, not noise); columns the suite bounds numerically must hold numbers; the
+    timestamp column must parse and not lie in the future; a classification target needs two classes.
+    """
+    named = suite_columns(suite)
+    data = spec.data
+    known = set(named) | {c for c in (data.id_column, data.timestamp_column, data.target) if c}
+    known |= set(data.features or [])
+    columns = list(map(str, frame.columns))
+    keys = {data.id_column, data.timestamp_column, data.target}
+    # The schema is closed when the spec lists the features or the suite describes columns beyond the
+    # keys; a suite that only checks ids and labels says nothing about which other columns may come.
+    closed = bool(data.features) or any(c not in keys for c in named)
+    extra = [c for c in columns if c not in known] if closed else []
+    missing = sorted(c for c in named if c not in columns)
+    if missing and extra:
+        raise DataError(
+            f"{name}: column(s) {', '.join(missing)} missing and unexpected column(s) {', '.join(extra)} "
+            "found (renamed?); rename them back or update the spec and suite"
+        )
+    if missing:
+        raise DataError(f"{name}: missing column(s) {', '.join(missing)} that the validation suite checks")
+    if extra:
+        raise DataError(
+            f"{name}: unexpected extra column(s) {', '.join(extra)}; add them to the spec's features and "
+            "the suite, or drop them from the export"
+        )
+    for column in columns:
+        if "numeric" in named.get(column, set()) or (column == data.target and data.task == "regression"):
+            _check_numeric(frame[column], column, name=name)
+    if data.timestamp_column:
+        _check_timestamps(frame[data.timestamp_column], data.timestamp_column, name=name)
+    if data.task == "classification":
+        classes = frame[data.target].dropna().unique()
+        if len(classes) == 1:
+            raise DataError(
+                f"{name}: target {data.target} holds a single class ({classes[0]!r}) in all {len(frame)} rows; "
+                "a classifier cannot learn from it - check the export's filter"
+            )
+
+
+def _check_numeric(values: pd.Series, column: str, *, name: str) -> None:
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        return
+    present = values.dropna()
+    coerced = pd.to_numeric(present.astype(str), errors="coerce")
+    bad = present[coerced.isna()]
+    if len(bad):
+        raise DataError(
+            f"{name}: column {column} should hold numbers but {len(bad)} of {len(values)} value(s) are not, "
+            f"e.g. {str(bad.iloc[0])[:40]!r}"
+        )
+    if (coerced.abs() >= 2**63).any():
+        raise DataError(f"{name}: column {column} holds value(s) too large for a 64-bit number (overflow)")
+    raise DataError(f"{name}: column {column} is stored as {values.dtype} text; it should hold numbers")
+
+
+def _check_timestamps(values: pd.Series, column: str, *, name: str) -> None:
+    if pd.api.types.is_datetime64_any_dtype(values):
+        parsed = values if values.dt.tz is not None else values.dt.tz_localize("UTC")
+    else:
+        present = values.dropna()
+        parsed = pd.to_datetime(present.astype(str), errors="coerce", utc=True, format="ISO8601")
+        bad = present[parsed.isna()]
+        if len(bad):
+            raise DataError(
+                f"{name}: column {column} has {len(bad)} unparseable timestamp(s), e.g. {str(bad.iloc[0])[:40]!r}; "
+                "use ISO 8601"
+            )
+    latest = parsed.max()
+    if pd.notna(latest) and latest > pd.Timestamp.now(tz="UTC") + FUTURE_TOLERANCE:
+        raise DataError(
+            f"{name}: column {column} has timestamp(s) in the future (latest {latest.isoformat()}); "
+            "check the source system's clock or time zone"
+        )

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from airflow.sdk import Asset
+from airflow.sdk import Asset, AssetWatcher
+
+if TYPE_CHECKING:
+    from include.mlops.spec import PipelineSpec
 
 
 @dataclass(frozen=True)
@@ -28,4 +32,29 @@ def pipeline_assets(pipeline: str) -> PipelineAssets:
         approved=make("approved"),
         champion=make("champion"),
         retrain_requested=make("retrain-requested"),
+    )
+
+
+def landing_asset(spec: PipelineSpec) -> Asset:
+    """``mlops.<p>.landed``, updated by a watcher of the landing zone (for ``data.trigger: event``).
+
+    The watcher's trigger runs in the triggerer while a DAG scheduled on this Asset is active and
+    unpaused; each of its events is an Asset event that starts ``<p>__ingest``.
+    """
+    from mlops_airflow.triggers.landing import LandingFileTrigger
+
+    data = spec.data
+    trigger = LandingFileTrigger(
+        pipeline=spec.name,
+        landing=data.landing,
+        conn_id=data.landing_conn_id,
+        settle_seconds=data.settle_seconds,
+        poll_interval=data.poll_interval,
+        claim_timeout=data.claim_timeout,
+        watch=True,
+    )
+    return Asset(
+        name=f"mlops.{spec.name}.landed",
+        group="mlops",
+        watchers=[AssetWatcher(name=f"{spec.name}__landing", trigger=trigger)],
     )

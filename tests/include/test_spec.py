@@ -127,3 +127,45 @@ def test_slice_needs_a_bound():
     raw = minimal(evaluation={"primary_metric": "roc_auc", "slices": [{"column": "c", "metric": "roc_auc"}]})
     with pytest.raises(SpecError, match="slice c/roc_auc needs min, max or both"):
         parse_spec(raw, "x.yaml")
+
+
+def _data(**fields) -> dict:
+    return {"landing": "s3://b/landing", "target": "y", "task": "classification", **fields}
+
+
+def test_event_driven_ingestion_fields_and_defaults():
+    data = parse_spec(minimal(data=_data()), "x.yaml").data
+    assert (data.trigger, data.schedule, data.landing_conn_id) == ("schedule", "@hourly", None)
+    assert (data.settle_seconds, data.poll_interval, data.claim_timeout) == (30, 30, 21600)
+    event = parse_spec(
+        minimal(
+            data=_data(trigger="event", settle_seconds="2m", claim_timeout="1h", landing_conn_id="s3_in")
+        ),
+        "x.yaml",
+    ).data
+    assert (event.schedule, event.settle_seconds, event.claim_timeout) == (None, 120, 3600)
+    assert event.landing_conn_id == "s3_in"
+    # An explicit schedule with trigger: event is kept: a periodic sweep next to the events.
+    assert (
+        parse_spec(minimal(data=_data(trigger="event", schedule="@daily")), "x.yaml").data.schedule
+        == "@daily"
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (
+            {"trigger": "event", "schedule": "@once"},
+            "data: schedule '@once' cannot be combined with trigger: event",
+        ),
+        ({"trigger": "watch"}, "data.trigger: Input should be 'schedule' or 'event'"),
+        ({"settle_seconds": -1}, "data.settle_seconds: must be at least 0 seconds"),
+        ({"poll_interval": 0}, "data.poll_interval: must be at least 1 seconds"),
+        ({"claim_timeout": "30s"}, "data.claim_timeout: must be at least 60 seconds"),
+        ({"settle_seconds": "soon"}, "data.settle_seconds: 'soon' is not a duration"),
+    ],
+)
+def test_event_driven_ingestion_rules(fields, message):
+    with pytest.raises(SpecError, match=message):
+        parse_spec(minimal(data=_data(**fields)), "x.yaml")

@@ -10,16 +10,30 @@ from mlops_airflow.operators.base import PipelineOperator
 
 
 class DiscoverLandedFilesOperator(PipelineOperator):
-    """Return the URIs waiting in the landing zone; skip (and so stop the run) when there are none."""
+    """Claim the complete files waiting in the landing zone for this run and return their URIs.
+
+    The claim (in the ledger) is what makes each file version processed exactly once, whether the
+    run was started by a landing event, a schedule or a user. Skips (and so stops the run) when no
+    file is left to claim.
+    """
 
     def run(self, context: Context) -> list[str]:
         from include.mlops.errors import NothingToDo
         from include.mlops.ingest import discover
+        from mlops_airflow.triggers.landing import landing_lister
 
-        files = discover(self.spec)
+        landing = self.spec.uri("landing")
+        files = discover(
+            self.spec,
+            run_id=context["run_id"],
+            list_files=landing_lister(landing, self.spec.data.landing_conn_id),
+        )
         if not files:
-            raise NothingToDo(f"pipeline {self.pipeline}: no new file in {self.spec.uri('landing')}")
-        self.log.info("Found %d landed file(s): %s", len(files), files)
+            raise NothingToDo(
+                f"pipeline {self.pipeline}: no new complete file in {landing} (files still being "
+                "written, already ingested or held by another run are left out; see the log)"
+            )
+        self.log.info("Claimed %d landed file(s): %s", len(files), files)
         return files
 
 
@@ -33,13 +47,16 @@ class ValidateAndPublishOperator(PipelineOperator):
         self.uri = uri
 
     def run(self, context: Context) -> dict[str, Any]:
-        from include.mlops.ingest import ingest_file
+        from include.mlops.ingest import ingest_claimed
 
-        return ingest_file(self.spec, self.uri, run_id=context["run_id"]).to_dict()
+        return ingest_claimed(self.spec, self.uri, run_id=context["run_id"]).to_dict()
 
 
 class AnnounceDatasetsOperator(PipelineOperator):
-    """Emit the ``validated`` Asset event when at least one file of the run was published."""
+    """Emit the ``validated`` Asset event when at least one file of the run was published.
+
+    Runs when every ``validate`` is done, and first releases the run's unfinished claims.
+    """
 
     def __init__(self, *, validate_task_id: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -47,7 +64,13 @@ class AnnounceDatasetsOperator(PipelineOperator):
 
     def run(self, context: Context) -> list[dict[str, Any]]:
         from include.mlops.errors import NothingToDo
+        from include.mlops.ledger import Ledger
 
+        # Files this run claimed but did not finish (a validate task killed or upstream-failed) go
+        # back to the pool now rather than after data.claim_timeout.
+        released = Ledger().release_run(self.pipeline, context["run_id"])
+        if released:
+            self.log.warning("Released %d unfinished file(s) for the next run: %s", len(released), released)
         pulled = context["ti"].xcom_pull(task_ids=self.validate_task_id, default=None) or []
         if isinstance(pulled, dict):
             pulled = [pulled]

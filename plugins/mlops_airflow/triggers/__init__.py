@@ -1,0 +1,1 @@
+"""Triggers run by the Airflow triggerer (imported by classpath, so keep them cheap to import)."""

@@ -1,0 +1,259 @@
+"""Event-driven ingestion: watch a landing zone (``file://``, ``s3://``, ``gs://``) from the triggerer.
+
+``LandingFileTrigger`` polls the landing URI asynchronously and fires a ``TriggerEvent`` listing the
+files that are complete (``include.mlops.landing``) and not yet processed or being processed
+(``include.mlops.ledger``). It is used two ways:
+
+- as an ``AssetWatcher`` (``watch=True``): it runs for as long as the ingest DAG is active and
+  fires once per batch of newly complete files; a file it announced is not announced again while
+  it stays pending, unless ``reannounce_after`` seconds pass without any run claiming it;
+- by ``LandingFileSensor`` (``watch=False``): it fires once, with every ready file, and ends.
+
+Listing goes through the providers' hooks: S3 with the amazon provider's ``S3Hook`` (aiobotocore
+client), GCS with the google provider's ``GCSAsyncHook``, local folders with ``os.scandir`` in a
+thread. Hooks are imported inside the functions, so DAG parsing never loads boto3 or google.cloud.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from airflow.triggers.base import BaseEventTrigger, TriggerEvent
+
+from include.mlops import landing
+from include.mlops.errors import SpecError
+from include.mlops.landing import LandedFile
+
+if TYPE_CHECKING:
+    from include.mlops.ledger import Ledger
+
+T = TypeVar("T")
+DEFAULT_CONN_IDS = {"s3": "aws_default", "s3a": "aws_default", "gs": "google_cloud_default"}
+MAX_FILES_PER_EVENT = 100  # an Asset event carries the payload in its extra: keep it small
+
+
+def default_conn_id(landing_uri: str, conn_id: str | None = None) -> str | None:
+    """The connection used for a landing URI: the spec's ``landing_conn_id``, else per scheme."""
+    return conn_id or DEFAULT_CONN_IDS.get(landing_uri.partition("://")[0])
+
+
+async def list_landing(landing_uri: str, conn_id: str | None = None) -> list[LandedFile]:
+    """Files directly under ``landing_uri``, with their size, modification time and version token."""
+    scheme = landing_uri.partition("://")[0]
+    if scheme == "file":
+        return await asyncio.to_thread(landing.scan_local, landing_uri.removeprefix("file://"))
+    if scheme in ("s3", "s3a"):
+        return await _list_s3(landing_uri, default_conn_id(landing_uri, conn_id))
+    if scheme == "gs":
+        return await _list_gcs(landing_uri, default_conn_id(landing_uri, conn_id))
+    raise SpecError(
+        f"landing {landing_uri!r} cannot be watched: event-driven ingestion supports file://, s3:// "
+        "and gs:// landing URIs; use data.trigger: schedule for other stores"
+    )
+
+
+async def _list_s3(landing_uri: str, conn_id: str | None) -> list[LandedFile]:
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    _, bucket, prefix = landing.split_bucket(landing_uri)
+    files = []
+    async with await S3Hook(aws_conn_id=conn_id).get_async_conn() as client:
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/")
+        async for page in pages:
+            files += [
+                landing.s3_object(bucket, o) for o in page.get("Contents", []) if not o["Key"].endswith("/")
+            ]
+    return files
+
+
+async def _list_gcs(landing_uri: str, conn_id: str | None) -> list[LandedFile]:
+    from aiohttp import ClientSession
+    from airflow.providers.google.cloud.hooks.gcs import GCSAsyncHook
+
+    _, bucket, prefix = landing.split_bucket(landing_uri)
+    files = []
+    params = {"prefix": prefix, "delimiter": "/"}
+    async with ClientSession() as session:
+        client = await GCSAsyncHook(gcp_conn_id=conn_id).get_storage_client(session)
+        while True:
+            page = await client.list_objects(bucket, params=params)
+            files += [
+                landing.gcs_object(bucket, o) for o in page.get("items", []) if not o["name"].endswith("/")
+            ]
+            if not page.get("nextPageToken"):
+                return files
+            params = {**params, "pageToken": page["nextPageToken"]}
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine from synchronous task code (in a thread if a loop is already running)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def _connection_defined(conn_id: str) -> bool:
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        return False
+    return True
+
+
+def landing_lister(landing_uri: str, conn_id: str | None = None) -> Callable[[], list[LandedFile]]:
+    """A synchronous lister for worker code (the DAG's discover task).
+
+    Other schemes than file/s3/gs, and a gs:// landing without ``landing_conn_id`` whose default
+    connection is not defined, are listed with fsspec and the environment's credentials, like the
+    rest of ingestion reads them.
+    """
+    scheme = landing_uri.partition("://")[0]
+    if scheme not in ("file", *DEFAULT_CONN_IDS) or (
+        scheme == "gs" and not conn_id and not _connection_defined(DEFAULT_CONN_IDS["gs"])
+    ):
+        return lambda: landing.scan(landing_uri)
+    return lambda: run_sync(list_landing(landing_uri, conn_id))
+
+
+class LandingFileTrigger(BaseEventTrigger):
+    """Fire when complete, unprocessed files are in a pipeline's landing zone.
+
+    :param pipeline: pipeline name (the ledger key).
+    :param landing: landing URI; ``{VAR}`` templates are expanded in the triggerer.
+    :param conn_id: Airflow connection; default ``aws_default`` (s3) / ``google_cloud_default`` (gs).
+    :param settle_seconds: a file counts as complete once unmodified for this long.
+    :param poll_interval: seconds between listings.
+    :param claim_timeout: a claim not renewed for this long belongs to a dead run.
+    :param reannounce_after: announce a pending file again if no run claimed it for this long.
+    :param watch: keep watching after an event (AssetWatcher); False fires once (sensor).
+    """
+
+    def __init__(
+        self,
+        *,
+        pipeline: str,
+        landing: str,
+        conn_id: str | None = None,
+        settle_seconds: int = 30,
+        poll_interval: float = 30,
+        claim_timeout: int = 21600,
+        reannounce_after: float = 600,
+        watch: bool = True,
+    ) -> None:
+        super().__init__()
+        self.pipeline = pipeline
+        self.landing = landing
+        self.conn_id = conn_id
+        self.settle_seconds = settle_seconds
+        self.poll_interval = poll_interval
+        self.claim_timeout = claim_timeout
+        self.reannounce_after = reannounce_after
+        self.watch = watch
+        self._clock: Callable[[], float] = time.time  # tests replace it
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "pipeline": self.pipeline,
+                "landing": self.landing,
+                "conn_id": self.conn_id,
+                "settle_seconds": self.settle_seconds,
+                "poll_interval": self.poll_interval,
+                "claim_timeout": self.claim_timeout,
+                "reannounce_after": self.reannounce_after,
+                "watch": self.watch,
+            },
+        )
+
+    @property
+    def landing_uri(self) -> str:
+        from include.mlops.paths import expand
+
+        return expand(self.landing)
+
+    async def list_files(self) -> list[LandedFile]:
+        return await list_landing(self.landing_uri, self.conn_id)
+
+    @cached_property
+    def ledger(self) -> Ledger:
+        from include.mlops.ledger import Ledger
+
+        return Ledger()
+
+    async def ready_files(self) -> tuple[list[LandedFile], list[LandedFile]]:
+        """``(complete, pending)``: pending = complete and no run processed or is processing it."""
+        files = await self.list_files()
+        now = self._clock()
+        ready, _ = landing.split_ready(files, now, self.settle_seconds)
+        if not ready:
+            return [], []
+        pending = await asyncio.to_thread(
+            self.ledger.pending, self.pipeline, ready, stale_after=self.claim_timeout, now=now
+        )
+        return ready, pending
+
+    def _event(self, files: list[LandedFile], landing_uri: str) -> TriggerEvent:
+        shown = files[:MAX_FILES_PER_EVENT] if self.watch else files
+        return TriggerEvent(
+            {
+                "status": "success",
+                "pipeline": self.pipeline,
+                "landing": landing_uri,
+                "count": len(files),
+                "files": [f.to_dict() for f in shown],
+            }
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        announced: dict[tuple[str, str], float] = {}  # (uri, token) -> when it was last announced
+        while True:
+            try:
+                landing_uri = self.landing_uri
+                ready, pending = await self.ready_files()
+            except Exception as exc:
+                if not self.watch:
+                    yield TriggerEvent({"status": "error", "pipeline": self.pipeline, "message": str(exc)})
+                    return
+                # A watcher must outlive a store outage or a connection being fixed: log and keep polling.
+                self.log.warning(
+                    "Cannot list the landing zone of pipeline %s (%s): %s; retrying in %ss",
+                    self.pipeline,
+                    self.landing,
+                    exc,
+                    self.poll_interval,
+                )
+                await asyncio.sleep(self.poll_interval)
+                continue
+            now = self._clock()
+            # Forget files that are gone. While a run holds a file (or it is done), restart its clock:
+            # if the run releases it (a failure other than validation), it is announced again only
+            # after reannounce_after, so a file that keeps failing does not start a run every poll.
+            listed, free = {f.key for f in ready}, {f.key for f in pending}
+            announced = {key: at for key, at in announced.items() if key in listed}
+            announced.update((key, now) for key in listed - free)
+            fresh = [f for f in pending if now - announced.get(f.key, -math.inf) >= self.reannounce_after]
+            if fresh:
+                announced.update((f.key, now) for f in fresh)
+                self.log.info(
+                    "%d complete file(s) landed for pipeline %s: %s",
+                    len(fresh),
+                    self.pipeline,
+                    [f.name for f in fresh[:20]],
+                )
+                yield self._event(fresh, landing_uri)
+                if not self.watch:
+                    return
+            await asyncio.sleep(self.poll_interval)
