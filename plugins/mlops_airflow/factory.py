@@ -9,7 +9,7 @@ from typing import Any
 from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, Param, TriggerRule
 
 from include.mlops.spec import PipelineSpec
-from mlops_airflow.assets import pipeline_assets
+from mlops_airflow.assets import landing_asset, pipeline_assets
 from mlops_airflow.operators.ingest import (
     AnnounceDatasetsOperator,
     DiscoverLandedFilesOperator,
@@ -22,9 +22,12 @@ from mlops_airflow.operators.model import (
     TrainModelOperator,
 )
 from mlops_airflow.operators.monitoring import (
-    BatchInferenceOperator,
+    CollectPredictionsOperator,
     DriftCheckOperator,
+    ListScoringPartitionsOperator,
     RequestRetrainOperator,
+    ResolveChampionOperator,
+    ScorePartitionOperator,
 )
 
 START = datetime(2026, 1, 1)
@@ -83,7 +86,12 @@ def build_dags(spec: PipelineSpec) -> dict[str, DAG]:
 
     with DAG(
         dag_id(spec.name, "ingest"),
-        schedule=_cron(spec.data.schedule),
+        # data.trigger: event -> the landing watcher's Asset (plus data.schedule as a sweep, if set).
+        schedule=(
+            _cron_or_assets(spec.data.schedule, landing_asset(spec))
+            if spec.data.trigger == "event"
+            else _cron(spec.data.schedule)
+        ),
         description=f"Validate files landed in {spec.data.landing}; publish or quarantine them",
         max_active_runs=1,
         **common,
@@ -185,7 +193,28 @@ def build_dags(spec: PipelineSpec) -> dict[str, DAG]:
         params={"rescore": Param(False, type="boolean", description="Score every input again")},
         **common,
     ) as dag:
-        BatchInferenceOperator(task_id="score", rescore="{{ params.rescore }}", **base)
+        from airflow.sdk import Asset
+
+        # One mapped task per pending partition (input file or date folder), all with the version
+        # `resolve` pinned; `collect` runs once every partition is committed.
+        partitions = ListScoringPartitionsOperator(
+            task_id="partitions", rescore="{{ params.rescore }}", **base
+        )
+        resolve = ResolveChampionOperator(task_id="resolve", **base)
+        score = ScorePartitionOperator.partial(
+            task_id="score",
+            champion=resolve.output,
+            map_index_template="{{ task.partition.rstrip('/').rsplit('/', 1)[-1] }}",
+            **base,
+        ).expand(partition=partitions.output)
+        partitions >> resolve  # nothing to score: no MLflow call
+        CollectPredictionsOperator(
+            task_id="collect",
+            champion=resolve.output,
+            results=score.output,
+            outlets=[Asset(name=f"mlops.{spec.name}.predictions", group="mlops")],
+            **base,
+        )
         dags[dag.dag_id] = dag
 
     with DAG(

@@ -126,3 +126,24 @@ def test_manual_approval_adds_a_human_in_the_loop_task(tmp_path, pipelines_dir):
     assert parsed["import_errors"] == {}
     assert parsed["dags"]["churn__promote"]["tasks"] == ["approve", "promote"]
     assert parsed["dags"]["housing__promote"]["tasks"] == ["promote"]
+
+
+def test_event_trigger_schedules_ingest_by_a_landing_watcher_and_parsing_stays_cheap(tmp_path, pipelines_dir):
+    spec = (pipelines_dir / "churn.yaml").read_text().replace("\ndata:\n", "\ndata:\n  trigger: event\n", 1)
+    (pipelines_dir / "churn.yaml").write_text(spec)
+    parsed = parse_dags(tmp_path, MLOPS_PIPELINES_DIR=str(pipelines_dir))
+    assert parsed["import_errors"] == {}
+    assert parsed["heavy"] == []  # the trigger's hooks are imported in the triggerer only
+    schedule = parsed["dags"]["churn__ingest"]["schedule"]
+    assert schedule.startswith("AssetTriggeredTimetable") and "mlops.churn.landed" in schedule
+    assert "AssetWatcher(name='churn__landing'" in schedule
+    assert "mlops_airflow.triggers.landing.LandingFileTrigger" in schedule
+    assert "mlops.churn.landed" not in parsed["dags"]["housing__ingest"]["schedule"]
+    assert parsed["dags"]["churn__ingest"]["tasks"] == ["all_files_valid", "announce", "discover", "validate"]
+
+
+def test_inference_scores_each_partition_in_a_mapped_task(parsed):
+    for pipeline in ("churn", "housing"):
+        dag = parsed["dags"][f"{pipeline}__inference"]
+        assert dag["tasks"] == ["collect", "partitions", "resolve", "score"]
+        assert dag["params"] == ["rescore"]

@@ -36,6 +36,15 @@ def _new_run(api, dag_id: str, known: set[str]) -> str:
     raise AssertionError(f"no new {dag_id} run within {TIMEOUT}s")
 
 
+def _settle() -> None:
+    """Let the executor's reports of a finished run reach the scheduler before clearing it, as a
+    person would: a clear within a heartbeat of the end can race the late "success" report, which
+    Airflow then reads as a queued task the executor says finished, and fails it."""
+    import time
+
+    time.sleep(15)
+
+
 def _approve(api, run_id: str, option: str) -> dict:
     api.wait_task_state("gated__promote", run_id, "approve", {"awaiting_input", "deferred"}, TIMEOUT)
     detail = api.hitl_detail("gated__promote", run_id, "approve")
@@ -72,6 +81,7 @@ def test_manual_approval_then_clear_and_rerun(api):
     assert [(e["to"], e["run_id"]) for e in promotions] == [("1", promote)]
 
     # Clear and re-run the promote run: asked again, approved again, nothing recorded twice.
+    _settle()
     api.clear_run(dag["promote"], promote)
     _approve(api, promote, "Approve")
     assert api.wait_run(dag["promote"], promote, TIMEOUT)["state"] == "success"
@@ -80,6 +90,7 @@ def test_manual_approval_then_clear_and_rerun(api):
 
     # Clear and re-run the train run: the same Airflow run id finds its version; no second one.
     evaluations = api.run_ids(dag["evaluate"])
+    _settle()
     api.clear_run(dag["train"], train)
     assert api.wait_run(dag["train"], train, TIMEOUT)["state"] == "success"
     versions = client.search_model_versions("name = 'gated'")

@@ -7,7 +7,7 @@ import json
 import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
-from include.mlops.errors import GateFailed, NothingToDo, ServiceUnavailable
+from include.mlops.errors import DataError, GateFailed, NothingToDo, ServiceUnavailable
 from mlops_airflow.assets import pipeline_assets
 from mlops_airflow.hooks.mlflow_tracking import MlflowHook
 from mlops_airflow.operators.base import PipelineOperator
@@ -98,3 +98,83 @@ def test_mlflow_links_point_at_the_ui(monkeypatch):
     assert (
         MlflowModelVersionLink().get_link(op, ti_key=None).startswith("http://127.0.0.1:5001/#/models/churn")
     )
+
+
+def test_inference_dag_maps_one_scoring_task_per_partition(pipelines_dir):
+    from airflow.sdk.definitions.mappedoperator import MappedOperator
+
+    from include.mlops.spec import find_spec
+    from mlops_airflow.factory import build_dags
+
+    dag = build_dags(find_spec("churn"))["churn__inference"]
+    assert set(dag.task_ids) == {"partitions", "resolve", "score", "collect"}
+    score = dag.get_task("score")
+    assert isinstance(score, MappedOperator)
+    assert set(score.expand_input.value) == {"partition"}  # one task instance per partition
+    assert score.partial_kwargs["champion"].operator.task_id == "resolve"  # the version pinned once
+    assert dag.get_task("resolve").upstream_task_ids == {"partitions"}
+    assert score.upstream_task_ids == {"partitions", "resolve"}
+    collect = dag.get_task("collect")
+    assert collect.upstream_task_ids == {"resolve", "score"}
+    assert [o.name for o in collect.outlets] == ["mlops.churn.predictions"]
+    assert dag.get_task("partitions").rescore == "{{ params.rescore }}"
+
+
+def test_inference_operators_pass_the_run_and_the_pinned_champion(monkeypatch):
+    from include.mlops import inference
+    from mlops_airflow.operators.monitoring import (
+        CollectPredictionsOperator,
+        ListScoringPartitionsOperator,
+        ScorePartitionOperator,
+    )
+
+    calls = {}
+
+    def list_partitions(spec, **kw):
+        calls["list"] = kw
+        return ["u"]
+
+    monkeypatch.setattr(inference, "list_partitions", list_partitions)
+    lister = ListScoringPartitionsOperator(task_id="partitions", pipeline="churn", rescore="True")
+    assert lister.execute({"run_id": "manual__1"}) == ["u"]
+    assert calls["list"] == {"rescore": True, "redo_run": "manual__1"}  # a cleared run redoes its own
+
+    champion = {"model": "churn", "version": "3", "model_uri": "models:/churn/3"}
+
+    def score_partition(spec, partition, **kw):
+        calls["score"] = (partition, kw)
+        raise DataError("bad.parquet does not match the signature of churn v3: missing column(s): age")
+
+    monkeypatch.setattr(inference, "score_partition", score_partition)
+    scorer = ScorePartitionOperator(
+        task_id="score", pipeline="churn", partition="file:///in/b", champion=champion
+    )
+    scorer.tracking_uri = "sqlite:///x.db"  # cached_property: no connection lookup
+    with pytest.raises(AirflowFailException, match="missing column"):  # deterministic: no retry
+        scorer.execute({"run_id": "manual__1"})
+    assert calls["score"] == (
+        "file:///in/b",
+        {"champion": champion, "run_id": "manual__1", "tracking_uri": "sqlite:///x.db"},
+    )
+
+    class Events(dict):
+        def __missing__(self, key):
+            self[key] = type("Event", (), {"extra": None})()
+            return self[key]
+
+    outlet = pipeline_assets("churn").champion
+    collect = CollectPredictionsOperator(
+        task_id="collect",
+        pipeline="churn",
+        champion=champion,
+        results=[{"rows": 5, "output": "o1"}, None, {"rows": 7, "output": "o2"}],
+        outlets=[outlet],
+    )
+    context = {"run_id": "manual__1", "outlet_events": Events()}
+    summary = collect.execute(context)
+    assert summary["rows"] == 12 and summary["partitions"] == 2 and "files" not in summary
+    assert context["outlet_events"][outlet].extra == {
+        "model_version": "3",
+        "rows": 12,
+        "outputs": ["o1", "o2"],
+    }

@@ -6,11 +6,108 @@ from typing import Any
 
 from airflow.sdk import Context
 
+from mlops_airflow.links.mlflow_ui import LINKS, remember
 from mlops_airflow.operators.base import PipelineOperator
 
 
+def _flag(value: bool | str) -> bool:
+    """A boolean param as rendered by Jinja (``"True"``) or passed as is."""
+    return value if isinstance(value, bool) else str(value).strip().lower() == "true"
+
+
+class ListScoringPartitionsOperator(PipelineOperator):
+    """Return the URIs of the partitions to score (one input file or date folder each); skip if none.
+
+    A cleared run lists its own partitions again, so it replaces exactly what it wrote.
+    """
+
+    template_fields = (*PipelineOperator.template_fields, "rescore")
+
+    def __init__(self, *, rescore: bool | str = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.rescore = rescore
+
+    def run(self, context: Context) -> list[str]:
+        from include.mlops.inference import list_partitions
+
+        return list_partitions(self.spec, rescore=_flag(self.rescore), redo_run=context["run_id"])
+
+
+class ResolveChampionOperator(PipelineOperator):
+    """Pin the champion to one model version for the whole run; the mapped tasks all load it."""
+
+    operator_extra_links = LINKS
+
+    def run(self, context: Context) -> dict[str, Any]:
+        from include.mlops.inference import resolve_champion
+
+        champion = resolve_champion(self.spec, self.tracking_uri)
+        remember(self, tracking_uri=self.tracking_uri, model=champion["model"], version=champion["version"])
+        return champion
+
+
+class ScorePartitionOperator(PipelineOperator):
+    """Score one partition with the pinned champion and commit its output atomically.
+
+    Mapped over the partitions (``expand(partition=...)``): each one runs, fails and retries alone, and
+    a retry replaces the partition's output.
+    """
+
+    template_fields = (*PipelineOperator.template_fields, "partition", "champion")
+
+    def __init__(self, *, partition: str, champion: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.partition = partition
+        self.champion = champion
+
+    def run(self, context: Context) -> dict[str, Any]:
+        from include.mlops.inference import score_partition
+
+        return score_partition(
+            self.spec,
+            self.partition,
+            champion=self.champion,
+            run_id=context["run_id"],
+            tracking_uri=self.tracking_uri,
+        )
+
+
+class CollectPredictionsOperator(PipelineOperator):
+    """Summarise what the run scored and emit the predictions Asset event (all partitions committed)."""
+
+    template_fields = (*PipelineOperator.template_fields, "champion", "results")
+
+    def __init__(self, *, champion: dict[str, Any], results: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.champion = champion
+        self.results = results
+
+    def run(self, context: Context) -> dict[str, Any]:
+        from include.mlops.inference import summarize
+
+        summary = summarize(self.champion, list(self.results[:]) if self.results else [])  # one XCom request
+        summary.pop("files")  # the manifests stay next to the predictions, not in XCom
+        self.log.info(
+            "Scored %d partition(s), %d rows, with %s",
+            summary["partitions"],
+            summary["rows"],
+            summary["model_uri"],
+        )
+        for outlet in self.outlets:
+            context["outlet_events"][outlet].extra = {
+                "model_version": summary["model_version"],
+                "rows": summary["rows"],
+                "outputs": summary["outputs"],
+            }
+        return summary
+
+
 class BatchInferenceOperator(PipelineOperator):
-    """Score every new scoring input with the champion (all inputs when ``rescore``)."""
+    """Score every pending partition in one task (all of them with ``rescore``).
+
+    The ``<p>__inference`` DAG maps ``ScorePartitionOperator`` instead; this single-task form suits
+    a small deployment or a custom DAG.
+    """
 
     template_fields = (*PipelineOperator.template_fields, "rescore")
 
@@ -21,8 +118,9 @@ class BatchInferenceOperator(PipelineOperator):
     def run(self, context: Context) -> dict[str, Any]:
         from include.mlops.inference import score
 
-        rescore = self.rescore if isinstance(self.rescore, bool) else str(self.rescore).lower() == "true"
-        return score(self.spec, run_id=context["run_id"], rescore=rescore, tracking_uri=self.tracking_uri)
+        return score(
+            self.spec, run_id=context["run_id"], rescore=_flag(self.rescore), tracking_uri=self.tracking_uri
+        )
 
 
 class DriftCheckOperator(PipelineOperator):
