@@ -16,7 +16,7 @@ import logging
 import time
 from typing import Any
 
-from include.mlops import storage
+from include.mlops import storage, tracking
 from include.mlops.spec import PipelineSpec
 
 log = logging.getLogger(__name__)
@@ -33,15 +33,7 @@ def history(spec: PipelineSpec) -> list[dict[str, Any]]:
 
 def gated_since(client: Any, model: str, since: float) -> str | None:
     """The first version registered after ``since`` (epoch seconds) that has a gate decision."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        versions = client.search_model_versions(f"name = '{model}'")
-    except MlflowException as exc:
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return None
-        raise
-    for version in sorted(versions, key=lambda v: int(v.version)):
+    for version in sorted(tracking.model_versions(client, model), key=lambda v: int(v.version)):
         created = (version.creation_timestamp or 0) / 1000
         if created >= since and (version.tags or {}).get("mlops.gate.decision"):
             return str(version.version)

@@ -57,6 +57,18 @@ def ensure_experiment(name: str) -> str:
     return mlflow.create_experiment(name, artifact_location=location)
 
 
+def model_versions(client: MlflowClient, model: str) -> list:
+    """Every version of a registered model; none when the model is not registered yet."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return list(client.search_model_versions(f"name = '{model}'"))
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return []
+        raise
+
+
 @contextmanager
 def service_errors(uri: str | None = None) -> Iterator[None]:
     """Connection failures to the tracking server (and a locked embedded SQLite store) become

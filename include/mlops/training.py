@@ -248,15 +248,7 @@ def _version_of_run(client: Any, model: str, lineage: dict[str, str] | None) -> 
     """The version an Airflow run already registered (a cleared and re-run task must not add another)."""
     if not lineage or not lineage.get("airflow.run_id"):
         return None
-    from mlflow.exceptions import MlflowException
-
-    try:
-        versions = client.search_model_versions(f"name = '{model}'")
-    except MlflowException as exc:
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return None
-        raise
-    for version in versions:
+    for version in tracking.model_versions(client, model):
         tags = version.tags or {}
         if tags.get("airflow.run_id") == lineage["airflow.run_id"] and tags.get(
             "airflow.dag_id"
