@@ -126,6 +126,11 @@ class AirflowApi:
             lines.append(item.get("event", "") if isinstance(item, dict) else str(item))
         return "\n".join(lines[-tail:])
 
+    def event_logs(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        """The audit log of a run (state changes made by the scheduler, e.g. "state mismatch")."""
+        query = urllib.parse.urlencode({"dag_id": dag_id, "run_id": run_id, "limit": 100})
+        return self._request("GET", f"/api/v2/eventLogs?{query}")["event_logs"]
+
     def hitl_detail(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> dict[str, Any]:
         """The human-in-the-loop request of a waiting task (subject, options, response)."""
         return self._request(

@@ -21,6 +21,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 STAGES = ("ingest", "train", "evaluate", "promote")
 TIMEOUT = 600
+THINK_SECONDS = 10
 
 
 def _new_run(api, dag_id: str, known: set[str]) -> str:
@@ -46,7 +47,13 @@ def _settle() -> None:
 
 
 def _approve(api, run_id: str, option: str) -> dict:
+    """Answer as a person would: after reading the question for a few seconds. An answer within a
+    second or two of the task pausing can reach the scheduler before the executor's report of that
+    pause, and Airflow 3.3.2 then fails the resumed task (apache/airflow#72716)."""
+    import time
+
     api.wait_task_state("gated__promote", run_id, "approve", {"awaiting_input", "deferred"}, TIMEOUT)
+    time.sleep(THINK_SECONDS)
     detail = api.hitl_detail("gated__promote", run_id, "approve")
     assert detail["options"] == ["Approve", "Reject"], detail
     assert "Promote a new gated champion" in detail["subject"]
@@ -109,6 +116,7 @@ def test_manual_approval_then_clear_and_rerun(api):
     assert states == {"approve": "success", "promote": "skipped"}, (
         states,
         api.task_log(dag["promote"], manual, "approve"),
+        [(e["event"], e.get("extra")) for e in api.event_logs(dag["promote"], manual)],
     )
     assert _alias_version(client, "gated", "champion") == "1"
     rejected = [e for e in history.entries(client, "gated") if e.get("action") == "rejected"]
