@@ -64,7 +64,7 @@ def run_scenario(api: AirflowApi, pipeline: str, *, rows: int = 6000, timeout: f
 
 def _scenario(api: AirflowApi, out: Outcome, *, rows: int, timeout: float) -> None:
     from include.mlops import registry, storage
-    from include.mlops.datagen import write_batch
+    from include.mlops.datagen import write_batch, write_labels
     from include.mlops.spec import find_spec
 
     pipeline = out.pipeline
@@ -115,12 +115,22 @@ def _scenario(api: AirflowApi, out: Outcome, *, rows: int, timeout: float) -> No
     inference = follow("inference", before)
     out.expect(inference["state"] == "success", "the champion scores scoring batch 1")
     out.facts["v1"] = v1
+    if spec.monitoring.labels is not None:  # the ground truth of scoring batch 1 arrives
+        write_labels(spec, "labels-001", rows=rows // 2, seed=21, id_offset=1_000_000, fraction=0.8)
     stable = trigger("drift")
     stable_result = api.xcom(dag["drift"], stable["dag_run_id"], "check_drift") or {}
     out.expect(
         stable["state"] == "success" and not stable_result.get("drift_detected"),
         f"no drift on data like the training data (share {stable_result.get('drift_share')})",
     )
+    if spec.monitoring.labels is not None:
+        measured = api.xcom(dag["drift"], stable["dag_run_id"], "check_performance") or {}
+        value = measured.get("primary_value")
+        out.expect(
+            bool(measured.get("judged")) and not measured.get("degraded"),
+            f"v{v1} on the labelled predictions: {measured.get('primary_metric')} "
+            f"{'n/a' if value is None else format(value, '.3f')}, within the gate's thresholds",
+        )
     out.expect(stable["tasks"].get("request_retrain") == "skipped", "so no retraining is requested")
 
     # 2. A malformed file: quarantined with its report; nothing downstream runs.
@@ -191,7 +201,7 @@ def _scenario(api: AirflowApi, out: Outcome, *, rows: int, timeout: float) -> No
     from include.mlops.retraining import drift_history
 
     out.facts["drift_history"] = [
-        f"v{e.get('model_version')} share {e['drift_share']:.2f} "
+        f"v{e.get('model_version')} share {e['drift_share'] or 0:.2f} "
         f"{'retrain requested' if e['requested'] else 'no retrain'}: {e['reason']}"
         for e in drift_history(spec)
     ]

@@ -156,3 +156,45 @@ def write_batch(
             else:
                 frame.to_csv(handle, index=False)
     return target
+
+
+def write_labels(
+    spec: PipelineSpec,
+    name: str,
+    *,
+    rows: int,
+    seed: int,
+    drift: float = 0.0,
+    id_offset: int = 0,
+    flip: float = 0.0,
+    fraction: float = 1.0,
+    dataset: str | None = None,
+) -> str:
+    """Ground truth arriving late for a batch written with the same arguments by ``write_batch``.
+
+    ``fraction`` of its ids get a label; ``flip`` of those get the opposite class (a changed world
+    the model has not seen: its performance on labelled data drops while its inputs look the same).
+    """
+    if spec.monitoring.labels is None or not spec.data.id_column:
+        raise ValueError(f"pipeline {spec.name} declares no monitoring.labels")
+    frame = GENERATORS[dataset or spec.name](rows, seed=seed, drift=drift, id_offset=id_offset)
+    rng = np.random.default_rng(seed + 1)
+    frame = frame.loc[rng.random(len(frame)) < fraction, [spec.data.id_column, spec.data.target]]
+    flipped = rng.random(len(frame)) < flip
+    target = frame[spec.data.target]
+    if pd.api.types.is_bool_dtype(target):
+        frame[spec.data.target] = target ^ flipped
+    elif pd.api.types.is_numeric_dtype(target) and set(pd.unique(target)) <= {0, 1}:
+        frame[spec.data.target] = np.where(flipped, 1 - target, target)
+    else:
+        raise ValueError("flip needs a binary target")
+    fmt = spec.monitoring.labels.format
+    uri = storage.join(spec.uri("labels"), f"{name}.{fmt}")
+    with storage.atomic_path(uri) as tmp:
+        fs, path = storage.fs_for(tmp)
+        with fs.open(path, "wb") as handle:
+            if fmt == "parquet":
+                frame.to_parquet(handle, index=False)
+            else:
+                frame.to_csv(handle, index=False)
+    return uri

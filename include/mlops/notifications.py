@@ -14,6 +14,7 @@ from include.mlops.spec import PipelineSpec
 EVENTS = {
     "gate_failed": "candidate failed the evaluation gate",
     "drift_detected": "data drift detected",
+    "performance_degraded": "champion below the gate's thresholds on labelled data",
     "promoted": "new champion promoted",
     "quarantined": "landed file quarantined",
 }

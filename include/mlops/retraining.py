@@ -1,5 +1,7 @@
 """Retraining requests that cannot storm: a cool-down, and one request in flight per pipeline.
 
+A request is made when the drift share reaches its threshold, or when the champion's performance on
+predictions whose labels arrived later falls below the gate's absolute thresholds (``performance``).
 Every drift check's decision is appended to ``<state>/retrain_requests.json`` (requested or not, and
 why), which is also the drift history read by ``python -m include.mlops drift-history <pipeline>``.
 
@@ -40,23 +42,47 @@ def gated_since(client: Any, model: str, since: float) -> str | None:
     return None
 
 
+def _triggers(
+    drift: dict[str, Any] | None, performance: dict[str, Any] | None
+) -> tuple[list[str], list[str]]:
+    """(reasons to retrain, reasons not to) from the drift check and the labelled-performance check."""
+    why, why_not = [], []
+    if drift:
+        share, limit = drift["drift_share"], drift["threshold"]
+        if drift.get("drift_detected"):
+            why.append(f"drift share {share:.2f} >= threshold {limit:.2f}")
+        else:
+            why_not.append(f"drift share {share:.2f} is below the threshold {limit:.2f}")
+    if performance:
+        version = performance.get("model_version")
+        if performance.get("degraded"):
+            why.append(
+                f"labelled performance of v{version} is below the gate's thresholds: "
+                + "; ".join(performance["reasons"])
+            )
+        elif performance.get("judged"):
+            why_not.append(f"labelled performance of v{version} meets the gate's thresholds")
+        else:
+            why_not.append("; ".join(performance.get("reasons") or []) or "no labelled predictions yet")
+    return why, why_not
+
+
 def decide(
     spec: PipelineSpec,
-    drift: dict[str, Any],
+    drift: dict[str, Any] | None,
     *,
+    performance: dict[str, Any] | None = None,
     now: float | None = None,
     client: Any | None = None,
 ) -> tuple[bool, str]:
-    """Whether to request a retrain for this drift result, and why (or why not).
+    """Whether to request a retrain for this drift (and labelled-performance) result, and why (not).
 
     ``client`` (an MlflowClient) enables the one-in-flight rule; without it only the cool-down applies.
     """
     now = time.time() if now is None else now
-    if not drift.get("drift_detected"):
-        return (
-            False,
-            f"drift share {drift['drift_share']:.2f} is below the threshold {drift['threshold']:.2f}",
-        )
+    why, why_not = _triggers(drift, performance)
+    if not why:
+        return False, "; ".join(why_not) or "no drift or performance result to act on"
     previous = [r for r in history(spec) if r.get("requested")]
     if previous:
         last = previous[-1]
@@ -80,13 +106,36 @@ def decide(
                     elapsed / 3600,
                     spec.monitoring.retrain_timeout / 3600,
                 )
-    return True, f"drift share {drift['drift_share']:.2f} >= threshold {drift['threshold']:.2f}"
+    return True, "; ".join(why)
+
+
+def _performance_entry(performance: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not performance:
+        return None
+    version = performance["versions"].get(str(performance.get("model_version"))) or {}
+    return {
+        "model_version": performance.get("model_version"),
+        "metric": performance.get("primary_metric"),
+        "value": performance.get("primary_value"),
+        "labelled_rows": version.get("labelled_rows", 0),
+        "coverage": version.get("coverage"),
+        "judged": bool(performance.get("judged")),
+        "degraded": bool(performance.get("degraded")),
+        "report": performance.get("report_json"),
+    }
 
 
 def record(
-    spec: PipelineSpec, drift: dict[str, Any], *, requested: bool, reason: str, now: float | None = None
+    spec: PipelineSpec,
+    drift: dict[str, Any] | None,
+    *,
+    requested: bool,
+    reason: str,
+    performance: dict[str, Any] | None = None,
+    now: float | None = None,
 ) -> dict[str, Any]:
     """Append the decision (the drift history too); returns the entry."""
+    drift = drift or {}
     entry = {
         "at": time.time() if now is None else now,
         "requested": requested,
@@ -96,7 +145,8 @@ def record(
         "drift_detected": bool(drift.get("drift_detected")),
         "drifted_columns": drift.get("drifted_columns") or [],
         "report": drift.get("report_html"),
-        "model_version": drift.get("model_version"),
+        "model_version": drift.get("model_version") or (performance or {}).get("model_version"),
+        "performance": _performance_entry(performance),
     }
     entries = history(spec)
     entries.append(entry)
@@ -105,22 +155,37 @@ def record(
 
 
 def drift_history(spec: PipelineSpec) -> list[dict[str, Any]]:
-    """Every recorded drift check, oldest first."""
-    return [e for e in history(spec) if e.get("drift_share") is not None]
+    """Every recorded drift or labelled-performance check, oldest first."""
+    return [e for e in history(spec) if e.get("drift_share") is not None or e.get("performance")]
+
+
+def _performance_cell(entry: dict[str, Any]) -> str:
+    perf = entry.get("performance")
+    if not perf:
+        return "-"
+    value = "n/a" if perf.get("value") is None else f"{perf['value']:.3f}"
+    flag = " LOW" if perf.get("degraded") else ""
+    return f"{perf['metric']}={value} n={perf['labelled_rows']}{flag}"
 
 
 def format_drift_history(entries: list[dict[str, Any]]) -> str:
-    """A readable table: per model version, the drift share over time and the columns that drifted."""
+    """A readable table: per model version, the drift share over time, the columns that drifted and,
+    when labels arrive, the primary metric on the labelled predictions."""
     if not entries:
         return "(no drift check recorded yet)"
-    lines = [f"{'when (UTC)':<20} {'version':>7} {'share':>6} {'limit':>6}  {'retrain':<9} drifted columns"]
+    lines = [
+        f"{'when (UTC)':<20} {'version':>7} {'share':>6} {'limit':>6}  {'retrain':<9} "
+        f"{'labelled performance':<26} drifted columns"
+    ]
     for e in entries:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e["at"]))
-        limit = e.get("threshold")
-        retrain = "requested" if e.get("requested") else ("held" if e.get("drift_detected") else "-")
+        share, limit = e.get("drift_share"), e.get("threshold")
+        flagged = e.get("drift_detected") or (e.get("performance") or {}).get("degraded")
+        retrain = "requested" if e.get("requested") else ("held" if flagged else "-")
         lines.append(
-            f"{when:<20} {e.get('model_version') or '-'!s:>7} {e['drift_share']:>6.2f} "
+            f"{when:<20} {e.get('model_version') or '-'!s:>7} "
+            f"{'-' if share is None else format(share, '.2f'):>6} "
             f"{'-' if limit is None else format(limit, '.2f'):>6}  {retrain:<9} "
-            f"{', '.join(e.get('drifted_columns') or []) or '-'}"
+            f"{_performance_cell(e):<26} {', '.join(e.get('drifted_columns') or []) or '-'}"
         )
     return "\n".join(lines)

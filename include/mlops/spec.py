@@ -226,6 +226,23 @@ class InferenceSpec(_Model):
         return check_schedule(value)
 
 
+class LabelsSpec(_Model):
+    """Ground truth that arrives after scoring: files with the id column and the target column."""
+
+    uri: str
+    format: Literal["csv", "parquet"] = "parquet"
+    window: int = 30 * 86400  # predictions scored this long before the check are judged
+    min_rows: Annotated[int, Field(ge=1)] = 200  # fewer labelled rows: reported, not judged
+
+    @field_validator("window", mode="before")
+    @classmethod
+    def _window(cls, value: Any) -> int:
+        seconds = parse_duration(value)
+        if seconds <= 0:
+            raise ValueError("must be positive")
+        return seconds
+
+
 class MonitoringSpec(_Model):
     schedule: str | None = "@daily"
     drift_share_threshold: Annotated[float, Field(gt=0, le=1)] = 0.3
@@ -233,6 +250,7 @@ class MonitoringSpec(_Model):
     retrain_timeout: int = 6 * 3600
     window_batches: Annotated[int, Field(gt=0)] = 1
     reports: str | None = None
+    labels: LabelsSpec | None = None
 
     _schedule = field_validator("schedule")(classmethod(lambda cls, v: check_schedule(v)))
 
@@ -246,9 +264,9 @@ class MonitoringSpec(_Model):
 
 
 class NotificationsSpec(_Model):
-    events: list[Literal["gate_failed", "drift_detected", "promoted", "quarantined"]] = Field(
-        default_factory=list
-    )
+    events: list[
+        Literal["gate_failed", "drift_detected", "performance_degraded", "promoted", "quarantined"]
+    ] = Field(default_factory=list)
     notifier: Literal["log", "smtp"] = "log"
     to: list[str] = Field(default_factory=list)
     from_email: str = "airflow-mlops@localhost"
@@ -296,6 +314,14 @@ class PipelineSpec(_Model):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _labels_need_ids(self) -> PipelineSpec:
+        if self.monitoring.labels is not None and not self.data.id_column:
+            raise ValueError(
+                "monitoring.labels needs data.id_column: late labels are matched to predictions by id"
+            )
+        return self
+
     # Derived names and locations ------------------------------------------------------------
     @property
     def model_name(self) -> str:
@@ -315,6 +341,7 @@ class PipelineSpec(_Model):
             "scoring": self.inference.input,
             "predictions": self.inference.output,
             "reports": self.monitoring.reports,
+            "labels": self.monitoring.labels.uri if self.monitoring.labels else None,
         }
         if kind not in explicit and kind != "state":
             raise KeyError(kind)

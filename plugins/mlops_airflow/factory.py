@@ -25,6 +25,7 @@ from mlops_airflow.operators.monitoring import (
     CollectPredictionsOperator,
     DriftCheckOperator,
     ListScoringPartitionsOperator,
+    PerformanceCheckOperator,
     RequestRetrainOperator,
     ResolveChampionOperator,
     ScorePartitionOperator,
@@ -225,10 +226,19 @@ def build_dags(spec: PipelineSpec) -> dict[str, DAG]:
         **common,
     ) as dag:
         check = DriftCheckOperator(task_id="check_drift", **base)
+        labelled = spec.monitoring.labels is not None
         request = RequestRetrainOperator(
-            task_id="request_retrain", drift_task_id="check_drift", outlets=[assets.retrain_requested], **base
+            task_id="request_retrain",
+            drift_task_id="check_drift",
+            performance_task_id="check_performance" if labelled else None,
+            outlets=[assets.retrain_requested],
+            # with labels: act on whichever check found something (no labels yet skips one of them)
+            trigger_rule="none_failed_min_one_success" if labelled else "all_success",
+            **base,
         )
         check >> request
+        if labelled:
+            PerformanceCheckOperator(task_id="check_performance", **base) >> request
         dags[dag.dag_id] = dag
 
     return dags

@@ -147,3 +147,8 @@ def test_inference_scores_each_partition_in_a_mapped_task(parsed):
         dag = parsed["dags"][f"{pipeline}__inference"]
         assert dag["tasks"] == ["collect", "partitions", "resolve", "score"]
         assert dag["params"] == ["rescore"]
+
+
+def test_labels_add_a_performance_check_that_can_request_retraining(parsed):
+    assert parsed["dags"]["churn__drift"]["tasks"] == ["check_drift", "check_performance", "request_retrain"]
+    assert parsed["dags"]["housing__drift"]["tasks"] == ["check_drift", "request_retrain"]

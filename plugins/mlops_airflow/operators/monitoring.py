@@ -144,32 +144,56 @@ class DriftCheckOperator(PipelineOperator):
         return result
 
 
-class RequestRetrainOperator(PipelineOperator):
-    """Emit ``retrain-requested`` when drift passed the threshold and the cool-down allows it."""
+class PerformanceCheckOperator(PipelineOperator):
+    """Score the champion's recent predictions against labels that arrived later (``monitoring.labels``)."""
 
-    def __init__(self, *, drift_task_id: str, **kwargs: Any) -> None:
+    def run(self, context: Context) -> dict[str, Any]:
+        from include.mlops.performance import check
+
+        key = context["run_id"].replace(":", "").replace("+", "")
+        result = check(self.spec, run_key=key, tracking_uri=self.tracking_uri)
+        if result.get("degraded"):
+            self.notify(
+                context,
+                "performance_degraded",
+                f"the champion v{result['model_version']} no longer meets the gate's thresholds on "
+                f"labelled predictions: {'; '.join(result['reasons'])}",
+                report=result.get("report_json"),
+            )
+        return result
+
+
+class RequestRetrainOperator(PipelineOperator):
+    """Emit ``retrain-requested`` when drift passed the threshold (or the champion's labelled
+    performance fell below the gate's thresholds) and the cool-down and in-flight rules allow it."""
+
+    def __init__(self, *, drift_task_id: str, performance_task_id: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.drift_task_id = drift_task_id
+        self.performance_task_id = performance_task_id
 
     def run(self, context: Context) -> dict[str, Any]:
         from include.mlops import retraining, tracking
         from include.mlops.errors import NothingToDo
 
         drift = context["ti"].xcom_pull(task_ids=self.drift_task_id)
-        if not drift:
-            raise NothingToDo(f"pipeline {self.pipeline}: no drift result to act on")
+        performance = (
+            context["ti"].xcom_pull(task_ids=self.performance_task_id) if self.performance_task_id else None
+        )
+        if not drift and not performance:
+            raise NothingToDo(f"pipeline {self.pipeline}: no drift or performance result to act on")
         client = tracking.client(self.tracking_uri)
         with tracking.service_errors(self.tracking_uri):
-            requested, reason = retraining.decide(self.spec, drift, client=client)
-        retraining.record(self.spec, drift, requested=requested, reason=reason)
+            requested, reason = retraining.decide(self.spec, drift, performance=performance, client=client)
+        retraining.record(self.spec, drift, requested=requested, reason=reason, performance=performance)
         if not requested:
             self.log.info("Retraining held back: %s", reason)
             raise NothingToDo(f"pipeline {self.pipeline}: no retraining requested: {reason}")
         self.log.info("Requesting retraining: %s", reason)
         for outlet in self.outlets:
             context["outlet_events"][outlet].extra = {
-                "drift_share": drift["drift_share"],
-                "report": drift["report_html"],
+                "drift_share": (drift or {}).get("drift_share"),
+                "report": (drift or {}).get("report_html") or (performance or {}).get("report_json"),
                 "reason": reason,
             }
         return {"requested": True, "reason": reason}
