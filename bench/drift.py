@@ -53,6 +53,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench._harness import machine_busy, peak_rss_mb
+
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_RATIO = 10
 TARGET_RSS_RATIO = 1.0
@@ -222,16 +224,6 @@ def child_baseline(workdir: Path, window: list[str], out: Path) -> dict[str, Any
     }
 
 
-def own_peak_rss_mb() -> float | None:
-    """This process's peak RSS since it started (``VmHWM``; unlike ``ru_maxrss`` it is reset by exec)."""
-    try:
-        status = Path("/proc/self/status").read_text(encoding="ascii")
-    except OSError:
-        return None
-    line = next((x for x in status.splitlines() if x.startswith("VmHWM:")), None)
-    return None if line is None else int(line.split()[1]) / 1024
-
-
 def run_child(kind: str, workdir: Path, tag: str, *args: str) -> dict[str, Any]:
     """Run one step in a fresh interpreter; add its peak RSS (from wait4) and wall time."""
     result_path, log_path = workdir / f"{tag}.json", workdir / f"{tag}.log"
@@ -301,16 +293,6 @@ def compare_verdicts(baseline: dict[str, Any], ours: dict[str, Any]) -> dict[str
     }
 
 
-def machine_busy() -> float | None:
-    """CPU seconds the whole machine has spent busy since boot (Linux ``/proc/stat``), else None."""
-    try:
-        fields = Path("/proc/stat").read_text(encoding="ascii").split("\n", 1)[0].split()[1:9]
-    except OSError:
-        return None
-    ticks = [int(x) for x in fields]
-    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="20,000 rows a side, ours once (under a minute)")
@@ -328,7 +310,7 @@ def main() -> None:
         else:
             run = child_ours if options.child == "ours" else child_baseline
             result = run(options.workdir, options.window, options.out)
-        result["own_peak_rss_mb"] = own_peak_rss_mb()
+        result["own_peak_rss_mb"] = peak_rss_mb()
         options.result.write_text(json.dumps(result), encoding="utf-8")
         return
 

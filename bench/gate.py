@@ -63,6 +63,8 @@ import yaml
 if TYPE_CHECKING:
     from include.mlops.spec import PipelineSpec
 
+from bench._harness import machine_busy
+
 ROOT = Path(__file__).resolve().parents[1]
 BASE_SPEC = ROOT / "include" / "pipelines" / "churn.yaml"
 TARGET_RATIO = 3
@@ -308,16 +310,6 @@ def profile_gate(spec: PipelineSpec, version: str, workdir: Path) -> None:
     stats.dump_stats(str(workdir / "gate.prof"))
     if os.environ.get("BENCH_KEEP_PROFILE"):
         stats.dump_stats(os.environ["BENCH_KEEP_PROFILE"])
-
-
-def machine_busy() -> float | None:
-    """CPU seconds the whole machine has spent busy since boot (Linux ``/proc/stat``), else None."""
-    try:
-        fields = Path("/proc/stat").read_text(encoding="ascii").split("\n", 1)[0].split()[1:9]
-    except OSError:
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields)
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def median_steps(runs: list[dict[str, dict[str, float]]], group: str) -> dict[str, float]:

@@ -59,6 +59,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench._harness import machine_busy, peak_rss_mb
+
 ROOT = Path(__file__).resolve().parents[1]
 BASE_SPEC = ROOT / "include" / "pipelines" / "churn.yaml"
 CACHE = Path(tempfile.gettempdir()) / "mlops-bench-inference"
@@ -272,16 +274,6 @@ def child_verify(ours: str, baseline: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 
 
-def vm_hwm_mb() -> float | None:
-    """This process's peak RSS (``VmHWM``: reset by exec, unlike ``ru_maxrss``)."""
-    try:
-        status = Path("/proc/self/status").read_text(encoding="ascii")
-    except OSError:
-        return None
-    line = next((x for x in status.splitlines() if x.startswith("VmHWM:")), None)
-    return None if line is None else int(line.split()[1]) / 1024
-
-
 def run_child(workdir: Path, tag: str, *args: str) -> dict[str, Any]:
     """Run one step in a fresh interpreter; add its peak RSS (``ru_maxrss`` from wait4)."""
     result_path, log_path = workdir / f"{tag}.json", workdir / f"{tag}.log"
@@ -301,16 +293,6 @@ def run_child(workdir: Path, tag: str, *args: str) -> dict[str, Any]:
     return result
 
 
-def machine_busy() -> float | None:
-    """CPU seconds the whole machine has spent busy since boot (Linux ``/proc/stat``), else None."""
-    try:
-        fields = Path("/proc/stat").read_text(encoding="ascii").split("\n", 1)[0].split()[1:9]
-    except OSError:
-        return None
-    ticks = [int(x) for x in fields]
-    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
-
-
 def child_main(options: argparse.Namespace) -> None:
     args = options.child
     if args[0] == "prepare":
@@ -320,7 +302,7 @@ def child_main(options: argparse.Namespace) -> None:
     else:
         kind, model, data, models_dir, out_dir, chunk_rows = args
         result = child_score(kind, model, Path(data), Path(models_dir), Path(out_dir), int(chunk_rows))
-    result["vm_hwm_mb"] = vm_hwm_mb()
+    result["vm_hwm_mb"] = peak_rss_mb()
     options.result.write_text(json.dumps(result), encoding="utf-8")
 
 

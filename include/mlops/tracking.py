@@ -87,9 +87,13 @@ def service_errors(uri: str | None = None) -> Iterator[None]:
             "database is locked",  # the embedded SQLite store under concurrent writers
         )
         if any(marker in text for marker in transient):
-            raise ServiceUnavailable(
-                f"MLflow tracking server at {uri or default_tracking_uri()} is not reachable: {text.splitlines()[0][:300]}"
-            ) from exc
+            where = uri or default_tracking_uri()
+            what = (
+                f"the MLflow store at {where} is busy (another writer holds its lock); it will be retried"
+                if "database is locked" in text
+                else f"MLflow tracking server at {where} is not reachable"
+            )
+            raise ServiceUnavailable(f"{what}: {text.splitlines()[0][:300]}") from exc
         raise
 
 

@@ -18,6 +18,7 @@ class PipelineAssets:
     approved: Asset
     champion: Asset
     retrain_requested: Asset
+    predictions: Asset
 
 
 def pipeline_assets(pipeline: str) -> PipelineAssets:
@@ -32,6 +33,7 @@ def pipeline_assets(pipeline: str) -> PipelineAssets:
         approved=make("approved"),
         champion=make("champion"),
         retrain_requested=make("retrain-requested"),
+        predictions=make("predictions"),
     )
 
 
@@ -43,16 +45,7 @@ def landing_asset(spec: PipelineSpec) -> Asset:
     """
     from mlops_airflow.triggers.landing import LandingFileTrigger
 
-    data = spec.data
-    trigger = LandingFileTrigger(
-        pipeline=spec.name,
-        landing=data.landing,
-        conn_id=data.landing_conn_id,
-        settle_seconds=data.settle_seconds,
-        poll_interval=data.poll_interval,
-        claim_timeout=data.claim_timeout,
-        watch=True,
-    )
+    trigger = LandingFileTrigger.for_spec(spec, watch=True)
     return Asset(
         name=f"mlops.{spec.name}.landed",
         group="mlops",

@@ -194,8 +194,6 @@ def build_dags(spec: PipelineSpec) -> dict[str, DAG]:
         params={"rescore": Param(False, type="boolean", description="Score every input again")},
         **common,
     ) as dag:
-        from airflow.sdk import Asset
-
         # One mapped task per pending partition (input file or date folder), all with the version
         # `resolve` pinned; `collect` runs once every partition is committed.
         partitions = ListScoringPartitionsOperator(
@@ -213,7 +211,7 @@ def build_dags(spec: PipelineSpec) -> dict[str, DAG]:
             task_id="collect",
             champion=resolve.output,
             results=score.output,
-            outlets=[Asset(name=f"mlops.{spec.name}.predictions", group="mlops")],
+            outlets=[assets.predictions],
             **base,
         )
         dags[dag.dag_id] = dag
@@ -233,7 +231,7 @@ def build_dags(spec: PipelineSpec) -> dict[str, DAG]:
             performance_task_id="check_performance" if labelled else None,
             outlets=[assets.retrain_requested],
             # with labels: act on whichever check found something (no labels yet skips one of them)
-            trigger_rule="none_failed_min_one_success" if labelled else "all_success",
+            trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS if labelled else TriggerRule.ALL_SUCCESS,
             **base,
         )
         check >> request

@@ -14,6 +14,19 @@ from include.mlops.errors import MlopsError, NothingToDo
 T = TypeVar("T")
 
 
+def run_core(fn: Callable[[], T]) -> T:
+    """Call the core the way every task does: deterministic core errors fail without retry (a bad
+    file, a failed gate), transient ones retry (a service down), "nothing to do" skips."""
+    try:
+        return fn()
+    except NothingToDo as exc:
+        raise AirflowSkipException(str(exc)) from None
+    except MlopsError as exc:
+        if exc.deterministic:
+            raise AirflowFailException(str(exc)) from None
+        raise AirflowException(str(exc)) from exc
+
+
 class PipelineOperator(BaseOperator):
     """Base of every stage operator. Subclasses implement ``run(context)`` with calls on the core."""
 
@@ -110,12 +123,4 @@ class PipelineOperator(BaseOperator):
         raise NotImplementedError
 
     def call_core(self, fn: Callable[[], T]) -> T:
-        """Deterministic core errors fail without retry; transient ones retry; "nothing to do" skips."""
-        try:
-            return fn()
-        except NothingToDo as exc:
-            raise AirflowSkipException(str(exc)) from None
-        except MlopsError as exc:
-            if exc.deterministic:
-                raise AirflowFailException(str(exc)) from None
-            raise AirflowException(str(exc)) from exc
+        return run_core(fn)

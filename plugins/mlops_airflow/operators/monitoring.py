@@ -102,27 +102,6 @@ class CollectPredictionsOperator(PipelineOperator):
         return summary
 
 
-class BatchInferenceOperator(PipelineOperator):
-    """Score every pending partition in one task (all of them with ``rescore``).
-
-    The ``<p>__inference`` DAG maps ``ScorePartitionOperator`` instead; this single-task form suits
-    a small deployment or a custom DAG.
-    """
-
-    template_fields = (*PipelineOperator.template_fields, "rescore")
-
-    def __init__(self, *, rescore: bool | str = False, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.rescore = rescore
-
-    def run(self, context: Context) -> dict[str, Any]:
-        from include.mlops.inference import score
-
-        return score(
-            self.spec, run_id=context["run_id"], rescore=_flag(self.rescore), tracking_uri=self.tracking_uri
-        )
-
-
 class DriftCheckOperator(PipelineOperator):
     """Compare the latest scored inputs with the champion's training reference (Evidently)."""
 

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import timedelta
 from functools import cached_property
-from typing import Any, TypeVar
+from typing import Any
 
 from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk.exceptions import AirflowException
 
-from include.mlops.errors import MlopsError
+from mlops_airflow.operators.base import run_core
 from mlops_airflow.triggers.landing import LandingFileTrigger, run_sync
-
-T = TypeVar("T")
 
 
 class LandingFileSensor(BaseSensorOperator):
@@ -53,26 +50,17 @@ class LandingFileSensor(BaseSensorOperator):
 
         return find_spec(self.pipeline)
 
-    @staticmethod
-    def _core(fn: Callable[[], T]) -> T:
-        """A bad spec or landing URI fails without retry; a store that is down is retried."""
-        try:
-            return fn()
-        except MlopsError as exc:
-            if exc.deterministic:
-                raise AirflowFailException(str(exc)) from None
-            raise AirflowException(str(exc)) from exc
+    # A bad spec or landing URI fails without retry; a store that is down is retried.
+    _core = staticmethod(run_core)
 
     def make_trigger(self) -> LandingFileTrigger:
-        data = self.spec.data
-        return LandingFileTrigger(
-            pipeline=self.pipeline,
-            landing=self.landing or data.landing,
-            conn_id=self.conn_id or data.landing_conn_id,
-            settle_seconds=data.settle_seconds if self.settle_seconds is None else self.settle_seconds,
-            poll_interval=self.poll_interval or data.poll_interval,
-            claim_timeout=data.claim_timeout,
+        return LandingFileTrigger.for_spec(
+            self.spec,
             watch=False,
+            landing=self.landing,
+            conn_id=self.conn_id,
+            settle_seconds=self.settle_seconds,
+            poll_interval=self.poll_interval,
         )
 
     def ready_now(self) -> list[str]:

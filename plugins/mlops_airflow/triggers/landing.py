@@ -32,6 +32,7 @@ from include.mlops.landing import LandedFile
 
 if TYPE_CHECKING:
     from include.mlops.ledger import Ledger
+    from include.mlops.spec import PipelineSpec
 
 T = TypeVar("T")
 DEFAULT_CONN_IDS = {"s3": "aws_default", "s3a": "aws_default", "gs": "google_cloud_default"}
@@ -162,6 +163,29 @@ class LandingFileTrigger(BaseEventTrigger):
         self.reannounce_after = reannounce_after
         self.watch = watch
         self._clock: Callable[[], float] = time.time  # tests replace it
+
+    @classmethod
+    def for_spec(
+        cls,
+        spec: PipelineSpec,
+        *,
+        watch: bool,
+        landing: str | None = None,
+        conn_id: str | None = None,
+        settle_seconds: int | None = None,
+        poll_interval: float | None = None,
+    ) -> LandingFileTrigger:
+        """The trigger for a pipeline's landing zone, from its spec's ``data`` (overrides win)."""
+        data = spec.data
+        return cls(
+            pipeline=spec.name,
+            landing=landing or data.landing,
+            conn_id=conn_id or data.landing_conn_id,
+            settle_seconds=data.settle_seconds if settle_seconds is None else settle_seconds,
+            poll_interval=poll_interval or data.poll_interval,
+            claim_timeout=data.claim_timeout,
+            watch=watch,
+        )
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (

@@ -1,0 +1,33 @@
+"""What every benchmark measures around its runs: how busy the machine was, and peak memory.
+
+Shared by the benchmarks (``make bench`` runs ``bench/[!_]*.py``, so this file is not one).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def machine_busy() -> float | None:
+    """CPU seconds the whole machine has spent busy since boot (Linux ``/proc/stat``), else None.
+
+    Sampled before and after a measurement, the difference minus this benchmark's own CPU time is
+    the share other processes took: a ratio measured while others used the CPU says so.
+    """
+    try:
+        fields = Path("/proc/stat").read_text(encoding="ascii").split("\n", 1)[0].split()[1:9]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields)
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mb() -> float | None:
+    """This process's peak RSS since it started (``VmHWM``; unlike ``ru_maxrss`` it is reset by exec)."""
+    try:
+        status = Path("/proc/self/status").read_text(encoding="ascii")
+    except OSError:
+        return None
+    line = next((x for x in status.splitlines() if x.startswith("VmHWM:")), None)
+    return None if line is None else int(line.split()[1]) / 1024
