@@ -11,7 +11,7 @@ export PYTHONPATH := $(CURDIR):$(CURDIR)/plugins
 export GX_ANALYTICS_ENABLED := False
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: help venv demo test test-fast test-e2e up down status bench bench-quick lint format lock clean
+.PHONY: help venv browser demo test test-fast test-e2e up down status bench bench-quick lint format lock clean
 
 help:
 	@echo "make demo   - run the whole lifecycle scenario on the embedded default (exit 0 = it held)"
@@ -34,10 +34,18 @@ $(STAMP): requirements.lock
 demo: venv
 	$(PY) -m tools.demo churn
 
-test: venv
+# The Data Docs screenshot test renders a quarantine report in headless Chromium (Debian: chromium).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "Installing chromium (headless browser for the Data Docs screenshot test) ..."; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends chromium \
+	    || echo "warning: chromium could not be installed; the screenshot test will be skipped"; }
+
+test: venv browser
 	$(PY) -m pytest
 
-test-fast: venv
+test-fast: venv browser
 	$(PY) -m pytest -m "not e2e"
 
 test-e2e: venv

@@ -20,8 +20,10 @@ How:
 * suite: 20 expectations of the common kinds: row count, not null, unique (int and string ids),
   between, in set, column types;
 * baseline: a fresh child process reads the whole file (``read_frame``) and validates it with
-  ``validate_frame``, the small-file path; ours: a fresh child process runs ``validate_file``
-  (chunks of ``--chunk-rows``, default the size ingestion uses: 500k rows for 20 columns);
+  ``validate_frame``, the small-file path (``ingest.validate_whole``: byte checks, columns, content
+  rules, the suite); ours: a fresh child process runs ingestion's streamed path
+  (``ingest.validate_streamed``: the same checks, streamed, and ``validate_file``), in chunks of
+  ``--chunk-rows`` (default the size ingestion uses: 500k rows for 20 columns);
 * each child times itself from just before the read to just after the verdict (interpreter
   start-up and imports excluded, the same for both) and reports its peak RSS as ``VmHWM`` (the
   high-water mark of its own process image); ``ru_maxrss`` from ``os.wait4`` is printed next to it.
@@ -51,11 +53,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench._harness import peak_rss_mb
+
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = {"full": 10_000_000, "quick": 1_000_000}
 ROW_GROUP = 500_000
 TARGETS = {"ratio": 1.0, "rss_ratio": 0.25}
-CACHE_VERSION = 2  # bump when the generated data changes
+CACHE_VERSION = 3  # bump when the generated data changes
 RESULT_PREFIX = "BENCH-CHILD-RESULT "
 CATEGORIES = {
     "country": [f"c{i:02d}" for i in range(30)],
@@ -101,6 +105,30 @@ def suite(rows: int) -> dict[str, Any]:
     return {"name": "bench-large", "expectations": expectations}
 
 
+def bench_spec(columns: list[str], fmt: str) -> Any:
+    """A pipeline spec for the generated table (what the content rules read: keys, target, features)."""
+    from include.mlops.spec import parse_spec
+
+    keys = {"row_id", "event_time", "label"}
+    raw = {
+        "name": "bench_large",
+        "data": {
+            "landing": "/tmp/mlops-bench-validate/landing",
+            "format": fmt,
+            "target": "label",
+            "task": "classification",
+            "id_column": "row_id",
+            "timestamp_column": "event_time",
+            "features": [c for c in columns if c not in keys],
+        },
+        "validation": {"suite": "bench-large.json"},
+        "training": {"estimator": "sklearn.linear_model.LogisticRegression"},
+        "evaluation": {"primary_metric": "roc_auc"},
+        "inference": {"input": "/tmp/mlops-bench-validate/in", "output": "/tmp/mlops-bench-validate/out"},
+    }
+    return parse_spec(raw, "bench/validate_large.py")
+
+
 def generate(path: Path, rows: int, fmt: str, *, bad_tail: bool) -> None:
     """Write the data set in row groups, one group at a time (the generator never holds it all)."""
     import numpy as np
@@ -110,7 +138,7 @@ def generate(path: Path, rows: int, fmt: str, *, bad_tail: bool) -> None:
 
     tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
     writer = None
-    start = pd.Timestamp("2026-01-01")
+    start = pd.Timestamp("2025-01-01")  # a past year: the content rules refuse future timestamps
     try:
         for offset in range(0, rows, ROW_GROUP):
             n = min(ROW_GROUP, rows - offset)
@@ -187,18 +215,26 @@ def child(mode: str, path: str, fmt: str, rows: int, chunk_rows: int | None) -> 
     import pandas as pd
     import pyarrow
 
-    from include.mlops.chunked_validation import validate_file
-    from include.mlops.tabular import read_frame
-    from include.mlops.validation import validate_frame
+    from include.mlops import chunked_validation
+    from include.mlops.errors import DataError
+    from include.mlops.ingest import validate_streamed, validate_whole
+    from include.mlops.tabular import read_header
+    from include.mlops.validation import ValidationOutcome, failure_report
 
     uri = f"file://{path}"
     expectations = suite(rows)
+    spec = bench_spec(list(map(str, read_header(uri, fmt).columns)), fmt)
+    if chunk_rows:  # ingestion reads the chunk size from its environment setting
+        os.environ[chunked_validation.CHUNK_ROWS_ENV] = str(chunk_rows)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.perf_counter()
-    if mode == "baseline":
-        outcome = validate_frame(read_frame(uri, fmt), expectations)
-    else:
-        outcome = validate_file(uri, fmt, expectations, chunk_rows=chunk_rows)
+    try:  # exactly what ingestion runs on each path: byte checks, structure, content rules, the suite
+        if mode == "baseline":
+            _, outcome = validate_whole(spec, uri, fmt, expectations)
+        else:
+            outcome = validate_streamed(spec, uri, fmt, expectations)
+    except DataError as exc:
+        outcome = ValidationOutcome(False, failure_report(str(exc)))
     seconds = time.perf_counter() - started
     result = outcome.result
     verdicts = [
@@ -224,7 +260,7 @@ def child(mode: str, path: str, fmt: str, rows: int, chunk_rows: int | None) -> 
                 "chunked": (result.get("meta") or {}).get("chunked"),
                 "rss_before_kb": rss_before,
                 "rss_self_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                "vm_hwm_kb": vm_hwm_kb(),
+                "vm_hwm_mb": peak_rss_mb(),
                 "versions": {
                     "great_expectations": great_expectations.__version__,
                     "pandas": pd.__version__,
@@ -270,7 +306,7 @@ def measure(mode: str, path: Path, fmt: str, rows: int, chunk_rows: int | None) 
         raise SystemExit(f"{mode} child failed (exit {process.returncode}):\n{tail}")
     report = json.loads(lines[-1][len(RESULT_PREFIX) :])
     report["wait4_maxrss_mb"] = usage.ru_maxrss / 1024  # Linux: kilobytes
-    report["peak_rss_mb"] = (report["vm_hwm_kb"] or usage.ru_maxrss) / 1024
+    report["peak_rss_mb"] = report["vm_hwm_mb"] or usage.ru_maxrss / 1024
     report["process_wall_s"] = wall
     return report
 
@@ -281,18 +317,6 @@ def child_env() -> dict[str, str]:
         "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "plugins")]),
         "GX_ANALYTICS_ENABLED": "False",
     }
-
-
-def vm_hwm_kb() -> int | None:
-    """Peak RSS of this process image (``VmHWM``: reset by exec, unlike ``ru_maxrss``)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
 
 
 def available_gib() -> float | None:

@@ -8,8 +8,14 @@ from __future__ import annotations
 from airflow.plugins_manager import AirflowPlugin
 
 from mlops_airflow.links.mlflow_ui import MlflowModelVersionLink, MlflowRunLink
+from mlops_airflow.links.validation_reports import ValidationJsonLink, ValidationReportLink
 
 
 class MlopsPlugin(AirflowPlugin):
     name = "airflow_mlops"
-    operator_extra_links = [MlflowModelVersionLink(), MlflowRunLink()]
+    operator_extra_links = [
+        MlflowModelVersionLink(),
+        MlflowRunLink(),
+        ValidationReportLink(),
+        ValidationJsonLink(),
+    ]

@@ -163,12 +163,18 @@ def copy_as_parquet(uri: str, fmt: str, dest: str) -> tuple[int, list[str]]:
 
 
 def validate_file(
-    uri: str, fmt: str, suite: dict[str, Any], *, chunk_rows: int | None = None
+    uri: str,
+    fmt: str,
+    suite: dict[str, Any],
+    *,
+    chunk_rows: int | None = None,
+    content: tabular.ContentCheck | None = None,
 ) -> ValidationOutcome:
     """Validate a CSV or Parquet file chunk by chunk; same verdict and result shape as validate_frame.
 
     Raises DataError when the file cannot be read (at any chunk) or has no data rows, as
-    ``tabular.read_frame`` does for the whole-file path.
+    ``tabular.read_frame`` does for the whole-file path. ``content`` (a ``tabular.ContentCheck``)
+    sees every chunk of the last pass, with the whole-file dtypes; the caller calls its ``finish``.
     """
     started = time.perf_counter()
     name = storage.basename(uri)
@@ -181,7 +187,7 @@ def validate_file(
     passes = 0
     while True:
         passes += 1
-        seen = run.stream(uri, fmt, rows, dtypes)
+        seen = run.stream(uri, fmt, rows, dtypes, content=content)
         if run.rows == 0 or len(header.columns) == 0:
             raise DataError(f"{name}: the file has no data rows")
         mixed = {column: found for column, found in seen.items() if len({_dtype_key(d) for d in found}) > 1}
@@ -336,8 +342,12 @@ class _Run:
             and not _wants_query(self.runtime)
         )
 
-    def stream(self, uri: str, fmt: str, rows: int, dtypes: dict[str, Any]) -> dict[str, list[Any]]:
-        """One pass over the file; returns the dtypes seen per column."""
+    def stream(
+        self, uri: str, fmt: str, rows: int, dtypes: dict[str, Any], *, content: Any = None
+    ) -> dict[str, list[Any]]:
+        """One pass over the file; returns the dtypes seen per column. ``content`` tallies each chunk."""
+        if content is not None:
+            content.restart()
         for plan in self.plans:
             if plan.mode != "done":
                 plan.mode, plan.reason, plan.combined = plan.planned, plan.planned_reason, {}
@@ -366,6 +376,8 @@ class _Run:
                 self._compute(_view(chunk, columns, view), plans)
             for tracker in self.trackers.values():
                 tracker.update(chunk)
+            if content is not None:
+                content.update(chunk)
             log.debug("%s: chunk %d validated (%d rows so far)", self.name, self.chunks, self.rows)
             del chunk  # before the next one is read: one chunk in memory at a time
         return seen

@@ -88,6 +88,30 @@ def _drift_history(args: argparse.Namespace) -> Any:
     return None
 
 
+def _suggest_suite(args: argparse.Namespace) -> Any:
+    from include.mlops.suggest_suite import suggest_file
+
+    return suggest_file(
+        args.data, args.out, name=args.name, id_column=args.id_column, force=args.force, fmt=args.format
+    )
+
+
+def _quarantine(args: argparse.Namespace) -> Any:
+    from include.mlops.quarantine import format_table, list_quarantine
+
+    entries = list_quarantine(find_spec(args.pipeline))
+    if args.json:
+        return entries
+    print(format_table(entries))
+    return None
+
+
+def _release(args: argparse.Namespace) -> Any:
+    from include.mlops.quarantine import release
+
+    return release(find_spec(args.pipeline), args.target, force=args.force)
+
+
 def _check_specs(_: argparse.Namespace) -> Any:
     specs, errors = load_specs()
     if errors:
@@ -110,6 +134,29 @@ def parser() -> argparse.ArgumentParser:
     drift_hist.add_argument("--version", help="only checks against this champion version")
     drift_hist.add_argument("--json", action="store_true", help="print the records as JSON")
     drift_hist.set_defaults(func=_drift_history)
+    suggest = sub.add_parser(
+        "suggest-suite", help="write an editable Great Expectations suite derived from a reference file"
+    )
+    suggest.add_argument("data", help="reference dataset: a CSV or Parquet file (path or URI)")
+    suggest.add_argument("--out", required=True, help="e.g. include/expectations/<name>.json")
+    suggest.add_argument("--name", help="suite name (default: the output file's name)")
+    suggest.add_argument("--id-column", help="the column whose values must be unique (default: guessed)")
+    suggest.add_argument("--format", choices=["csv", "parquet"], help="when the extension does not say")
+    suggest.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    suggest.set_defaults(func=_suggest_suite)
+    quarantined = sub.add_parser("quarantine", help="list a pipeline's quarantined batches and why")
+    quarantined.add_argument("pipeline")
+    quarantined.add_argument("--json", action="store_true", help="print the records as JSON")
+    quarantined.set_defaults(func=_quarantine)
+    release = sub.add_parser(
+        "release", help="move a fixed file from quarantine back into the pipeline's landing zone"
+    )
+    release.add_argument("pipeline")
+    release.add_argument("target", help="quarantine folder (name, path or URI) or the file in it")
+    release.add_argument(
+        "--force", action="store_true", help="release even if the file is unchanged since quarantine"
+    )
+    release.set_defaults(func=_release)
     gen = sub.add_parser("generate", help="write a synthetic batch into a pipeline's landing or scoring zone")
     gen.add_argument("pipeline")
     gen.add_argument("--name", required=True, help="file name without extension")

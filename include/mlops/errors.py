@@ -25,10 +25,18 @@ class DataError(MlopsError):
 class ValidationFailed(MlopsError):
     """A batch broke its data contract; it was quarantined next to its report."""
 
-    def __init__(self, message: str, *, quarantined_to: str | None = None, report_uri: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        quarantined_to: str | None = None,
+        report_uri: str | None = None,
+        reports: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.quarantined_to = quarantined_to
         self.report_uri = report_uri
+        self.reports = reports or {}  # "json", "html", "data_docs" -> URI
 
 
 class GateFailed(MlopsError):

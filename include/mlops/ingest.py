@@ -1,7 +1,9 @@
 """Ingestion: validate each landed file, then publish it as a versioned dataset or quarantine it.
 
 Nothing is ever deleted. A published batch's source file moves to the archive; a failed one moves,
-byte for byte, to quarantine next to its JSON and HTML report. Reports are written before the file
+byte for byte, to quarantine next to its reports. Every validation leaves three reports beside its
+dataset or quarantined file: ``validation.json`` (the result), ``validation.html`` (our page) and
+``data_docs.html`` (Great Expectations' own Data Docs page). Reports are written before the file
 moves, so a crash in between leaves the file in the landing zone to be processed again.
 """
 
@@ -22,8 +24,23 @@ from include.mlops.errors import DataError, NothingToDo, ValidationFailed
 from include.mlops.ledger import Ledger
 from include.mlops.paths import resolve_project_path
 from include.mlops.spec import PipelineSpec
-from include.mlops.tabular import check_columns, check_content, detect_format, read_frame, read_header
-from include.mlops.validation import failure_report, load_suite, render_html, validate_frame
+from include.mlops.tabular import (
+    ContentCheck,
+    check_columns,
+    check_content,
+    detect_format,
+    read_frame,
+    read_header,
+    sniff_file,
+)
+from include.mlops.validation import (
+    ValidationOutcome,
+    failure_report,
+    load_suite,
+    render_data_docs,
+    render_html,
+    validate_frame,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +54,7 @@ class IngestResult:
     report: str
     rows: int = 0
     reasons: list[str] = field(default_factory=list)
+    reports: dict[str, str] = field(default_factory=dict)  # "json", "html", "data_docs" -> URI
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -107,6 +125,29 @@ def ingest_claimed(
     return result
 
 
+def validate_whole(
+    spec: PipelineSpec, uri: str, fmt: str, suite: dict
+) -> tuple[pd.DataFrame, ValidationOutcome]:
+    """A file small enough to hold: byte checks, structure, content rules, then the suite."""
+    name = storage.basename(uri)
+    frame = read_frame(uri, fmt)
+    check_columns(frame, spec, name=name)
+    check_content(frame, spec, suite, name=name)
+    return frame, validate_frame(frame, suite)
+
+
+def validate_streamed(spec: PipelineSpec, uri: str, fmt: str, suite: dict) -> ValidationOutcome:
+    """The same checks and verdict as ``validate_whole``, chunk by chunk in bounded memory."""
+    name = storage.basename(uri)
+    sniff_file(uri, fmt, name=name)  # the byte checks read_frame makes, streamed
+    header = read_header(uri, fmt)
+    check_columns(header, spec, name=name)
+    content = ContentCheck(list(map(str, header.columns)), spec, suite, name=name)
+    outcome = validate_file(uri, fmt, suite, content=content)
+    content.finish()  # the small-file path's content rules, tallied over the same chunks
+    return outcome
+
+
 def ingest_file(spec: PipelineSpec, uri: str, *, run_id: str = "manual") -> IngestResult:
     """Validate one landed file; publish it, or quarantine it and raise ValidationFailed."""
     name = storage.basename(uri)
@@ -124,13 +165,9 @@ def ingest_file(spec: PipelineSpec, uri: str, *, run_id: str = "manual") -> Inge
     frame: pd.DataFrame | None = None  # stays None for a large file: validated chunk by chunk
     try:
         if should_stream(uri, fmt):
-            check_columns(read_header(uri, fmt), spec, name=name)
-            outcome = validate_file(uri, fmt, suite)
+            outcome = validate_streamed(spec, uri, fmt, suite)
         else:
-            frame = read_frame(uri, fmt)
-            check_columns(frame, spec, name=name)
-            check_content(frame, spec, suite, name=name)
-            outcome = validate_frame(frame, suite)
+            frame, outcome = validate_whole(spec, uri, fmt, suite)
     except DataError as exc:
         result, reasons = failure_report(str(exc)), [str(exc)]
     else:
@@ -154,7 +191,7 @@ def _publish(
 ) -> IngestResult:
     name = storage.basename(uri)
     dataset = storage.join(spec.uri("datasets"), digest[:16])
-    report = storage.join(dataset, "validation.html")
+    reports = report_uris(dataset)
     status = "published"
     rows = len(frame) if frame is not None else int(result["meta"]["chunked"]["rows"])
     if not storage.is_complete(dataset):
@@ -164,8 +201,7 @@ def _publish(
             else:
                 frame.to_parquet(storage.local_path(tmp) or tmp, index=False)
                 columns = list(map(str, frame.columns))
-        storage.write_json(storage.join(dataset, "validation.json"), result)
-        storage.write_text(report, render_html(result, title=f"{spec.name}: {name}"))
+        write_reports(dataset, result, title=f"{spec.name}: {name}")
         manifest = {
             "pipeline": spec.name,
             "source": name,
@@ -184,7 +220,32 @@ def _publish(
         uri, storage.join(spec.uri("archive"), time.strftime("%Y-%m-%d", time.gmtime()), name)
     )
     log.info("Archived the source file to %s", archived)
-    return IngestResult(name, status, digest, dataset, report, rows=rows)
+    return IngestResult(name, status, digest, dataset, reports["html"], rows=rows, reports=reports)
+
+
+REPORT_FILES = {"json": "validation.json", "html": "validation.html", "data_docs": "data_docs.html"}
+
+
+def report_uris(folder: str) -> dict[str, str]:
+    """Where a batch's reports live in its dataset or quarantine folder."""
+    return {kind: storage.join(folder, filename) for kind, filename in REPORT_FILES.items()}
+
+
+def write_reports(folder: str, result: dict, *, title: str) -> dict[str, str]:
+    """Write the three reports of one validation into ``folder``; returns their URIs.
+
+    The JSON first (the record), then our page, then Great Expectations' Data Docs page. A Data
+    Docs page GE cannot render is replaced by our page (``render_data_docs`` logs why), so
+    rendering never costs a batch its reports.
+    """
+    uris = report_uris(folder)
+    storage.write_json(uris["json"], result)
+    storage.write_text(uris["html"], render_html(result, title=title))
+    page, renderer = render_data_docs(result, title=title)
+    storage.write_text(uris["data_docs"], page)
+    if renderer != "great_expectations":
+        log.warning("%s: data_docs.html holds our own report (%s)", title, renderer)
+    return uris
 
 
 def _failure(reason: str, name: str, digest: str, run_id: str) -> dict:
@@ -210,9 +271,8 @@ def _quarantine(
     folder = storage.join(
         spec.uri("quarantine"), f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{digest[:8]}"
     )
-    report = storage.join(folder, "validation.html")
-    storage.write_json(storage.join(folder, "validation.json"), result)
-    storage.write_text(report, render_html(result, title=f"{spec.name}: {name} (quarantined)"))
+    reports = write_reports(folder, result, title=f"{spec.name}: {name} (quarantined)")
+    report = reports["html"]
     moved = storage.move(uri, storage.join(folder, name))
     moved_link = storage.local_path(moved) if link else None
     check = (
@@ -227,6 +287,7 @@ def _quarantine(
         f"Report: {report}",
         quarantined_to=moved,
         report_uri=report,
+        reports=reports,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import os
@@ -328,6 +329,18 @@ def _csv_frames(source: Any, rows: int, columns: list[str] | None) -> Iterator[p
             del frame
 
 
+@contextmanager
+def _binary(uri: str) -> Iterator[Any]:
+    """The file open for binary reading (local or fsspec)."""
+    fs, path = storage.fs_for(uri)
+    try:
+        handle = fs.open(path, "rb")
+    except FileNotFoundError:
+        raise DataError(f"{storage.basename(uri)}: file not found at {uri}") from None
+    with handle:
+        yield handle
+
+
 def _check_not_empty(uri: str, name: str) -> None:
     try:
         size = storage.size(uri)
@@ -365,8 +378,12 @@ PARQUET_MAGIC = b"PAR1"
 FUTURE_TOLERANCE = pd.Timedelta(days=1)  # clock skew between the source system and us
 
 
-def sniff_bytes(data: bytes, fmt: str, *, name: str) -> None:
-    """Cheap checks on the raw bytes, so that the reason names the real problem, not a parser's symptom."""
+def sniff_bytes(data: bytes, fmt: str, *, name: str, complete: bool = True) -> None:
+    """Cheap checks on the raw bytes, so that the reason names the real problem, not a parser's symptom.
+
+    ``complete=False``: ``data`` is the head of a larger CSV file (``sniff_file``); a character cut
+    at its end is not an error and the rows are checked by the caller.
+    """
     if fmt == "parquet":
         if data[:4] != PARQUET_MAGIC:
             looks = "text" if _is_text(data[:4096]) else "binary data"
@@ -392,9 +409,12 @@ def sniff_bytes(data: bytes, fmt: str, *, name: str) -> None:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise DataError(
-            f"{name}: is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); re-export it as UTF-8"
-        ) from None
+        if not complete and exc.reason == "unexpected end of data":
+            text = data[: exc.start].decode("utf-8")
+        else:
+            raise DataError(
+                f"{name}: is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); re-export it as UTF-8"
+            ) from None
     header = text.split("\n", 1)[0]
     if "," not in header:
         for delimiter, label in ((";", "';'"), ("\t", "a tab"), ("|", "'|'")):
@@ -402,12 +422,69 @@ def sniff_bytes(data: bytes, fmt: str, *, name: str) -> None:
                 raise DataError(
                     f"{name}: uses {label} as the delimiter; expected ',' (comma-separated values)"
                 )
-    _check_csv_rows(text, name=name)
+    if complete:
+        _check_csv_rows(text, name=name)
+
+
+SNIFF_HEAD_BYTES = 64 * 1024
+
+
+def sniff_file(uri: str, fmt: str, *, name: str) -> None:
+    """``sniff_bytes`` for a file too large to hold in memory, with the same reasons.
+
+    Parquet: the magic bytes at both ends. CSV: the byte-order mark, binary content and delimiter
+    from the first 64 KiB, then one streamed pass that decodes the whole file as UTF-8 and checks
+    that every row has as many fields as the header (the parser would pad a short row with nulls).
+    """
+    total = storage.size(uri)
+    with _binary(uri) as handle:
+        if fmt == "parquet":
+            if total <= 4096 + 4:
+                sniff_bytes(handle.read(), fmt, name=name)
+                return
+            head = handle.read(4096)
+            handle.seek(total - 4)
+            sniff_bytes(head + handle.read(4), fmt, name=name)  # what sniff_bytes looks at
+            return
+        head = handle.read(SNIFF_HEAD_BYTES)
+        sniff_bytes(head, fmt, name=name, complete=len(head) >= total)
+        if len(head) < total:
+            handle.seek(0)
+            _check_stream_rows(handle, name=name)
+
+
+def _check_stream_rows(handle: Any, *, name: str) -> None:
+    """UTF-8 decoding and row widths of a whole CSV file, streamed (same messages as ``sniff_bytes``)."""
+    text = io.TextIOWrapper(handle, encoding="utf-8", newline="\n")
+    try:
+        _check_csv_rows_iter(text, name=name)
+    except UnicodeDecodeError:
+        handle.seek(0)
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        offset = 0
+        while block := handle.read(1 << 20):
+            pending = len(decoder.getstate()[0])
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as exc:
+                at = offset - pending + exc.start
+                raise DataError(
+                    f"{name}: is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {at}); "
+                    "re-export it as UTF-8"
+                ) from None
+            offset += len(block)
+        raise DataError(f"{name}: is not UTF-8 text; re-export it as UTF-8") from None
+    finally:
+        text.detach()
 
 
 def _check_csv_rows(text: str, *, name: str) -> None:
     """Every row has as many fields as the header (a truncated row, a wide row, a schema change)."""
-    rows = csv.reader(io.StringIO(text))
+    _check_csv_rows_iter(io.StringIO(text), name=name)
+
+
+def _check_csv_rows_iter(lines: Any, *, name: str) -> None:
+    rows = csv.reader(lines)
     header = next(rows, None)
     if header is None:
         return
@@ -453,75 +530,165 @@ def check_content(frame: pd.DataFrame, spec: PipelineSpec, suite: dict[str, Any]
     The columns must be exactly those the spec and suite name (an extra or renamed column is a
     changed export, not noise); columns the suite bounds numerically must hold numbers; the
     timestamp column must parse and not lie in the future; a classification target needs two classes.
+    Large files get the same rules, chunk by chunk, through ``ContentCheck``.
     """
-    named = suite_columns(suite)
-    data = spec.data
-    known = set(named) | {c for c in (data.id_column, data.timestamp_column, data.target) if c}
-    known |= set(data.features or [])
-    columns = list(map(str, frame.columns))
-    keys = {data.id_column, data.timestamp_column, data.target}
-    # The schema is closed when the spec lists the features or the suite describes columns beyond the
-    # keys; a suite that only checks ids and labels says nothing about which other columns may come.
-    closed = bool(data.features) or any(c not in keys for c in named)
-    extra = [c for c in columns if c not in known] if closed else []
-    missing = sorted(c for c in named if c not in columns)
-    if missing and extra:
-        raise DataError(
-            f"{name}: column(s) {', '.join(missing)} missing and unexpected column(s) {', '.join(extra)} "
-            "found (renamed?); rename them back or update the spec and suite"
-        )
-    if missing:
-        raise DataError(f"{name}: missing column(s) {', '.join(missing)} that the validation suite checks")
-    if extra:
-        raise DataError(
-            f"{name}: unexpected extra column(s) {', '.join(extra)}; add them to the spec's features and "
-            "the suite, or drop them from the export"
-        )
-    for column in columns:
-        if "numeric" in named.get(column, set()) or (column == data.target and data.task == "regression"):
-            _check_numeric(frame[column], column, name=name)
-    if data.timestamp_column:
-        _check_timestamps(frame[data.timestamp_column], data.timestamp_column, name=name)
-    if data.task == "classification":
-        classes = frame[data.target].dropna().unique()
-        if len(classes) == 1:
+    check = ContentCheck(list(map(str, frame.columns)), spec, suite, name=name)
+    check.update(frame)
+    check.finish()
+
+
+class ContentCheck:
+    """``check_content`` fed one chunk at a time, reaching the same verdict and the same message.
+
+    The column rules are checked on the header when it is created; ``update`` tallies each chunk
+    (counts of bad values, the first example in file order, the latest timestamp, up to two target
+    classes: memory does not grow with the file) and ``finish`` raises the DataError that
+    ``check_content`` raises on the whole file. ``restart`` forgets the tallies, for a second pass.
+    """
+
+    def __init__(self, columns: list[str], spec: PipelineSpec, suite: dict[str, Any], *, name: str) -> None:
+        self.name = name
+        self.data = data = spec.data
+        named = suite_columns(suite)
+        known = set(named) | {c for c in (data.id_column, data.timestamp_column, data.target) if c}
+        known |= set(data.features or [])
+        keys = {data.id_column, data.timestamp_column, data.target}
+        # The schema is closed when the spec lists the features or the suite describes columns beyond
+        # the keys; a suite that only checks ids and labels says nothing about which other columns may come.
+        closed = bool(data.features) or any(c not in keys for c in named)
+        extra = [c for c in columns if c not in known] if closed else []
+        missing = sorted(c for c in named if c not in columns)
+        if missing and extra:
             raise DataError(
-                f"{name}: target {data.target} holds a single class ({classes[0]!r}) in all {len(frame)} rows; "
-                "a classifier cannot learn from it - check the export's filter"
+                f"{name}: column(s) {', '.join(missing)} missing and unexpected column(s) {', '.join(extra)} "
+                "found (renamed?); rename them back or update the spec and suite"
+            )
+        if missing:
+            raise DataError(
+                f"{name}: missing column(s) {', '.join(missing)} that the validation suite checks"
+            )
+        if extra:
+            raise DataError(
+                f"{name}: unexpected extra column(s) {', '.join(extra)}; add them to the spec's features and "
+                "the suite, or drop them from the export"
+            )
+        self.numeric = [
+            c
+            for c in columns
+            if "numeric" in named.get(c, set()) or (c == data.target and data.task == "regression")
+        ]
+        self.timestamp = data.timestamp_column if data.timestamp_column in columns else None
+        self.target = data.target if data.task == "classification" and data.target in columns else None
+        self.restart()
+
+    def restart(self) -> None:
+        self.rows = 0
+        self._numbers = {column: _NumberTally() for column in self.numeric}
+        self._times = _TimeTally()
+        self._classes: list[Any] = []
+
+    def update(self, frame: pd.DataFrame) -> None:
+        self.rows += len(frame)
+        for column, tally in self._numbers.items():
+            tally.update(frame[column])
+        if self.timestamp:
+            self._times.update(frame[self.timestamp])
+        if self.target and len(self._classes) < 2:
+            for value in frame[self.target].dropna().unique():
+                if not any(value == known for known in self._classes):
+                    self._classes.append(value)
+                    if len(self._classes) == 2:
+                        break
+
+    def finish(self) -> None:
+        """Raise the first problem found, in ``check_content``'s order: numbers, timestamps, classes."""
+        name = self.name
+        for column, tally in self._numbers.items():
+            tally.raise_problem(column, self.rows, name=name)
+        if self.timestamp:
+            self._times.raise_problem(self.timestamp, name=name)
+        if self.target and len(self._classes) == 1:
+            raise DataError(
+                f"{name}: target {self.target} holds a single class ({self._classes[0]!r}) in all "
+                f"{self.rows} rows; a classifier cannot learn from it - check the export's filter"
             )
 
 
-def _check_numeric(values: pd.Series, column: str, *, name: str) -> None:
-    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
-        return
-    present = values.dropna()
-    coerced = pd.to_numeric(present.astype(str), errors="coerce")
-    bad = present[coerced.isna()]
-    if len(bad):
-        raise DataError(
-            f"{name}: column {column} should hold numbers but {len(bad)} of {len(values)} value(s) are not, "
-            f"e.g. {str(bad.iloc[0])[:40]!r}"
-        )
-    if (coerced.abs() >= 2**63).any():
-        raise DataError(f"{name}: column {column} holds value(s) too large for a 64-bit number (overflow)")
-    raise DataError(f"{name}: column {column} is stored as {values.dtype} text; it should hold numbers")
+class _NumberTally:
+    """A column that should hold numbers, over chunks: bad values, overflow, text storage."""
 
+    def __init__(self) -> None:
+        self.bad = 0
+        self.example: str | None = None
+        self.overflow = False
+        self.text_dtype: Any = None  # the dtype of the first chunk not stored as numbers
+        self.numeric_overflow = False  # a chunk stored as numbers holds |x| >= 2**63
 
-def _check_timestamps(values: pd.Series, column: str, *, name: str) -> None:
-    if pd.api.types.is_datetime64_any_dtype(values):
-        parsed = values if values.dt.tz is not None else values.dt.tz_localize("UTC")
-    else:
+    def update(self, values: pd.Series) -> None:
+        if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+            # whole-file read: this chunk's numbers share a text column with other chunks' values
+            # only when some chunk is not numeric; remember whether they would overflow there
+            if not self.numeric_overflow and len(values):
+                largest = np.nanmax(np.abs(values.to_numpy(dtype="float64", na_value=np.nan)), initial=0.0)
+                self.numeric_overflow = bool(largest >= 2**63)
+            return
+        if self.text_dtype is None:
+            self.text_dtype = values.dtype
         present = values.dropna()
-        parsed = pd.to_datetime(present.astype(str), errors="coerce", utc=True, format="ISO8601")
-        bad = present[parsed.isna()]
-        if len(bad):
+        coerced = pd.to_numeric(present.astype(str), errors="coerce")
+        bad = present[coerced.isna()]
+        if len(bad) and self.example is None:
+            self.example = str(bad.iloc[0])[:40]
+        self.bad += len(bad)
+        self.overflow = self.overflow or bool((coerced.abs() >= 2**63).any())
+
+    def raise_problem(self, column: str, rows: int, *, name: str) -> None:
+        if self.text_dtype is None:
+            return  # stored as numbers throughout
+        if self.bad:
             raise DataError(
-                f"{name}: column {column} has {len(bad)} unparseable timestamp(s), e.g. {str(bad.iloc[0])[:40]!r}; "
+                f"{name}: column {column} should hold numbers but {self.bad} of {rows} value(s) are not, "
+                f"e.g. {self.example!r}"
+            )
+        if self.overflow or self.numeric_overflow:
+            raise DataError(
+                f"{name}: column {column} holds value(s) too large for a 64-bit number (overflow)"
+            )
+        raise DataError(
+            f"{name}: column {column} is stored as {self.text_dtype} text; it should hold numbers"
+        )
+
+
+class _TimeTally:
+    """The timestamp column over chunks: unparseable values and the latest instant."""
+
+    def __init__(self) -> None:
+        self.bad = 0
+        self.example: str | None = None
+        self.latest: pd.Timestamp | None = None
+
+    def update(self, values: pd.Series) -> None:
+        if pd.api.types.is_datetime64_any_dtype(values):
+            parsed = values if values.dt.tz is not None else values.dt.tz_localize("UTC")
+        else:
+            present = values.dropna()
+            parsed = pd.to_datetime(present.astype(str), errors="coerce", utc=True, format="ISO8601")
+            bad = present[parsed.isna()]
+            if len(bad) and self.example is None:
+                self.example = str(bad.iloc[0])[:40]
+            self.bad += len(bad)
+        latest = parsed.max()
+        if pd.notna(latest) and (self.latest is None or latest > self.latest):
+            self.latest = latest
+
+    def raise_problem(self, column: str, *, name: str) -> None:
+        if self.bad:
+            raise DataError(
+                f"{name}: column {column} has {self.bad} unparseable timestamp(s), e.g. {self.example!r}; "
                 "use ISO 8601"
             )
-    latest = parsed.max()
-    if pd.notna(latest) and latest > pd.Timestamp.now(tz="UTC") + FUTURE_TOLERANCE:
-        raise DataError(
-            f"{name}: column {column} has timestamp(s) in the future (latest {latest.isoformat()}); "
-            "check the source system's clock or time zone"
-        )
+        if self.latest is not None and self.latest > pd.Timestamp.now(tz="UTC") + FUTURE_TOLERANCE:
+            raise DataError(
+                f"{name}: column {column} has timestamp(s) in the future (latest {self.latest.isoformat()}); "
+                "check the source system's clock or time zone"
+            )

@@ -6,6 +6,7 @@ import html
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,130 @@ tr.failed td:first-child{{color:#b00;font-weight:bold}} tr.passed td:first-child
 """
 
 
+DATA_DOCS_RENDERER = "great_expectations"  # data_docs.html rendered by GE; "fallback": our render_html
+
+
+def render_data_docs(result: dict[str, Any], *, title: str) -> tuple[str, str]:
+    """Great Expectations' own Data Docs page of a validation result, as one HTML string.
+
+    Returns ``(page, renderer)``: ``renderer`` is ``"great_expectations"`` when GE rendered the page
+    (``ValidationResultsPageRenderer`` + ``DefaultJinjaPageView``, as GE's Data Docs site does) and
+    ``"fallback"`` when it could not and the page is ``render_html``'s. A rendering error is logged
+    and never propagates: the batch and its JSON report matter more than a pretty page.
+
+    GE's page loads Bootstrap, Font Awesome and jQuery from CDNs; offline its status icons and
+    filters do not show, so a plain-text banner naming every failed expectation is added at the top.
+    Structural failures (``failure_report``) go through the same renderer as one
+    ``file_is_readable_with_required_columns`` expectation.
+    """
+    try:
+        return _ge_page(result, title=title), DATA_DOCS_RENDERER
+    except Exception:
+        logging.getLogger(__name__).exception(
+            "Great Expectations could not render the Data Docs page of %r; using our own report", title
+        )
+        return render_html(result, title=title), "fallback"
+
+
+def _ge_page(result: dict[str, Any], *, title: str) -> str:
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    from great_expectations.core.expectation_validation_result import (
+        expectationSuiteValidationResultSchema,
+    )
+    from great_expectations.render.renderer import ValidationResultsPageRenderer
+    from great_expectations.render.view import DefaultJinjaPageView
+
+    document = _escaped(json.loads(json.dumps(result, default=str)))
+    document.pop("id", None)
+    if any(
+        (item.get("expectation_config") or {}).get("type") == STRUCTURAL_EXPECTATION
+        for item in document.get("results", [])
+    ):
+        _register_structural_expectation()
+    loaded = expectationSuiteValidationResultSchema.load(document)
+    page = DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(loaded))
+    if not isinstance(page, str):
+        page = "".join(page)
+    failed = ValidationOutcome(success=bool(result.get("success")), result=result).failures
+    verdict = "PASSED" if result.get("success") else "FAILED"
+    banner = (
+        "<div id='mlops-verdict' style='font-family:sans-serif;padding:8px 16px;"
+        f"background:{'#e6f4ea' if result.get('success') else '#fdecea'};border-bottom:1px solid #ccc'>"
+        f"<strong>{html.escape(title)}: {verdict}</strong>"
+        + (
+            "<ul>" + "".join(f"<li>FAILED {html.escape(line)}</li>" for line in failed) + "</ul>"
+            if failed
+            else ""
+        )
+        + "</div>"
+    )
+    page = re.sub(r"<title>.*?</title>", f"<title>{html.escape(title)}</title>", page, count=1, flags=re.S)
+    head, body, rest = page.partition("<body>")
+    return head + body + banner + rest if body else banner + page
+
+
+# GE's renderer prints observed values and unexpected values as HTML, unescaped; our values come
+# from landed files, so every string in the result sections is escaped before GE sees it.
+_RESULT_KEYS = ("result", "exception_info")
+
+
+def _escaped(document: dict[str, Any]) -> dict[str, Any]:
+    def escape(value: Any) -> Any:
+        if isinstance(value, str):
+            return html.escape(value, quote=False)
+        if isinstance(value, list):
+            return [escape(v) for v in value]
+        if isinstance(value, dict):
+            return {k: escape(v) for k, v in value.items()}
+        return value
+
+    for item in document.get("results", []):
+        for key in _RESULT_KEYS:
+            if item.get(key) is not None:
+                item[key] = escape(item[key])
+    return document
+
+
+STRUCTURAL_EXPECTATION = "file_is_readable_with_required_columns"
+_structural_registered = False
+
+
+def _register_structural_expectation() -> None:
+    """Teach GE's renderer the pseudo-expectation of ``failure_report`` (never run by GE itself)."""
+    global _structural_registered
+    if _structural_registered:
+        return
+    from great_expectations.expectations.expectation import BatchExpectation
+    from great_expectations.render import LegacyRendererType, RenderedStringTemplateContent
+    from great_expectations.render.renderer.renderer import renderer
+
+    class FileIsReadableWithRequiredColumns(BatchExpectation):
+        """The file can be read and has the columns the spec and suite need (checked before the suite)."""
+
+        metric_dependencies = ()
+        success_keys = ()
+        domain_keys = ()
+
+        def _validate(self, metrics, runtime_configuration=None, execution_engine=None):  # never called
+            return {"success": False}
+
+        @classmethod
+        @renderer(renderer_type=LegacyRendererType.PRESCRIPTIVE)
+        def _prescriptive_renderer(cls, configuration=None, result=None, runtime_configuration=None):
+            return [
+                RenderedStringTemplateContent(
+                    content_block_type="string_template",
+                    string_template={
+                        "template": "file must be readable, with the columns and value types the spec "
+                        "and suite require (structural contract, checked before the suite).",
+                        "params": {},
+                    },
+                )
+            ]
+
+    _structural_registered = FileIsReadableWithRequiredColumns.expectation_type == STRUCTURAL_EXPECTATION
+
+
 def failure_report(reason: str) -> dict[str, Any]:
     """A result document for batches that never reached the suite (unreadable, wrong columns)."""
     return {
@@ -144,7 +269,7 @@ def failure_report(reason: str) -> dict[str, Any]:
         "results": [
             {
                 "success": False,
-                "expectation_config": {"type": "file_is_readable_with_required_columns", "kwargs": {}},
+                "expectation_config": {"type": STRUCTURAL_EXPECTATION, "kwargs": {}},
                 "result": {"observed_value": reason},
             }
         ],

@@ -6,6 +6,8 @@ from typing import Any
 
 from airflow.sdk import Context
 
+from mlops_airflow.links.validation_reports import LINKS as REPORT_LINKS
+from mlops_airflow.links.validation_reports import XCOM_KEY as REPORTS_KEY
 from mlops_airflow.operators.base import PipelineOperator
 
 
@@ -38,18 +40,48 @@ class DiscoverLandedFilesOperator(PipelineOperator):
 
 
 class ValidateAndPublishOperator(PipelineOperator):
-    """Validate one file: publish it as a versioned dataset, or quarantine it and fail (no retry)."""
+    """Validate one file: publish it as a versioned dataset, or quarantine it and fail (no retry).
+
+    Either way the batch's report URIs (``validation.json``, ``validation.html``, ``data_docs.html``)
+    go to XCom under ``validation_reports`` before the task ends, for the "Validation report" extra
+    link and the run's summary (``announce``); a published batch's return value lists them too.
+    """
 
     template_fields = (*PipelineOperator.template_fields, "uri")
+    operator_extra_links = REPORT_LINKS
 
     def __init__(self, *, uri: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.uri = uri
 
     def run(self, context: Context) -> dict[str, Any]:
+        from include.mlops.errors import ValidationFailed
         from include.mlops.ingest import ingest_claimed
+        from include.mlops.storage import basename
 
-        return ingest_claimed(self.spec, self.uri, run_id=context["run_id"]).to_dict()
+        try:
+            result = ingest_claimed(self.spec, self.uri, run_id=context["run_id"])
+        except ValidationFailed as exc:
+            if exc.reports:
+                self._remember(context, basename(self.uri), "quarantined", exc.quarantined_to, exc.reports)
+            raise
+        self._remember(context, result.source, result.status, result.location, result.reports)
+        return result.to_dict()
+
+    def _remember(
+        self, context: Context, source: str, status: str, location: str | None, reports: dict[str, str]
+    ) -> None:
+        for kind, uri in reports.items():
+            self.log.info("Validation report (%s): %s", kind, uri)
+        ti = context.get("ti")
+        if ti is None:
+            return
+        try:
+            ti.xcom_push(
+                key=REPORTS_KEY, value={"source": source, "status": status, "location": location, **reports}
+            )
+        except Exception as exc:  # the batch's outcome stands; only the link and summary lack it
+            self.log.warning("Could not store the validation report URIs in XCom: %s", exc)
 
 
 class AnnounceDatasetsOperator(PipelineOperator):
@@ -74,6 +106,7 @@ class AnnounceDatasetsOperator(PipelineOperator):
         pulled = context["ti"].xcom_pull(task_ids=self.validate_task_id, default=None) or []
         if isinstance(pulled, dict):
             pulled = [pulled]
+        self._log_summary(context)
         published = [r for r in pulled if isinstance(r, dict) and r.get("status") == "published"]
         if not published:
             raise NothingToDo(f"pipeline {self.pipeline}: no file was published in this run")
@@ -84,3 +117,24 @@ class AnnounceDatasetsOperator(PipelineOperator):
             }
         self.log.info("Published %d dataset(s): %s", len(published), [r["location"] for r in published])
         return published
+
+    def _log_summary(self, context: Context) -> list[dict[str, Any]]:
+        """Log every file of the run with its outcome and the URIs of its three reports."""
+        try:
+            pulled = context["ti"].xcom_pull(task_ids=self.validate_task_id, key=REPORTS_KEY, default=None)
+        except Exception as exc:  # a summary never fails the run
+            self.log.warning("Could not read the validation reports of this run: %s", exc)
+            return []
+        entries = [pulled] if isinstance(pulled, dict) else [e for e in pulled or [] if isinstance(e, dict)]
+        lines = [f"Validation reports of run {context['run_id']} ({len(entries)} file(s)):"]
+        for entry in sorted(entries, key=lambda e: str(e.get("source"))):
+            lines.append(f"  {entry.get('source')}: {entry.get('status')} -> {entry.get('location')}")
+            lines.extend(
+                f"    {kind}: {entry[kind]}" for kind in ("json", "html", "data_docs") if entry.get(kind)
+            )
+        self.log.info("\n".join(lines))
+        try:  # the same list as data: XCom "validation_summary" of this task
+            context["ti"].xcom_push(key="validation_summary", value=entries)
+        except Exception as exc:
+            self.log.warning("Could not store the run's validation summary in XCom: %s", exc)
+        return entries
