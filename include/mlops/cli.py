@@ -17,8 +17,20 @@ from include.mlops.spec import find_spec, load_specs
 
 
 def _generate(args: argparse.Namespace) -> Any:
-    from include.mlops.datagen import write_batch
+    from include.mlops.datagen import write_batch, write_labels
 
+    if args.labels is not None:
+        target = write_labels(
+            find_spec(args.pipeline),
+            args.name,
+            rows=args.rows,
+            seed=args.seed,
+            drift=args.drift,
+            id_offset=args.id_offset,
+            flip=args.labels,
+            dataset=args.dataset,
+        )
+        return {"written": target}
     target = write_batch(
         find_spec(args.pipeline),
         args.name,
@@ -167,6 +179,13 @@ def parser() -> argparse.ArgumentParser:
     gen.add_argument("--id-offset", type=int, default=0)
     gen.add_argument("--scoring", action="store_true", help="write unlabelled input for batch inference")
     gen.add_argument("--malformed", action="store_true", help="break the data contract on purpose")
+    gen.add_argument(
+        "--labels",
+        type=float,
+        metavar="FLIP",
+        help="write the late labels (id + target) of the --scoring batch with the same arguments into "
+        "monitoring.labels.uri, a FLIP fraction of them inverted (0: the true labels)",
+    )
     gen.set_defaults(func=_generate)
     for name, help_text in [
         ("ingest", "validate and publish landed files"),

@@ -127,3 +127,12 @@ def test_labels_need_an_id_column(pipelines_dir):
     assert "monitoring.labels needs data.id_column" in " ".join(errors.values())
     with pytest.raises(SpecError):
         find_spec("churn")
+
+
+def test_generate_labels_from_the_command_line(served):
+    from include.mlops.cli import main
+
+    args = ["generate", "churn", "--name", "late", "--rows", "2000", "--seed", "31"]
+    assert main([*args, "--id-offset", "500000", "--labels", "0"]) == 0
+    result = performance.check(served, run_key="p6")
+    assert result["versions"]["1"]["labelled_rows"] == 2000 and not result["degraded"]
