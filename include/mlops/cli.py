@@ -19,30 +19,21 @@ from include.mlops.spec import find_spec, load_specs
 def _generate(args: argparse.Namespace) -> Any:
     from include.mlops.datagen import write_batch, write_labels
 
+    spec = find_spec(args.pipeline)
+    common = {
+        "rows": args.rows,
+        "seed": args.seed,
+        "drift": args.drift,
+        "id_offset": args.id_offset,
+        "dataset": args.dataset,
+    }
     if args.labels is not None:
-        target = write_labels(
-            find_spec(args.pipeline),
-            args.name,
-            rows=args.rows,
-            seed=args.seed,
-            drift=args.drift,
-            id_offset=args.id_offset,
-            flip=args.labels,
-            dataset=args.dataset,
+        return {"written": write_labels(spec, args.name, flip=args.labels, **common)}
+    return {
+        "written": write_batch(
+            spec, args.name, scoring=args.scoring, malformed_batch=args.malformed, **common
         )
-        return {"written": target}
-    target = write_batch(
-        find_spec(args.pipeline),
-        args.name,
-        rows=args.rows,
-        seed=args.seed,
-        drift=args.drift,
-        id_offset=args.id_offset,
-        scoring=args.scoring,
-        malformed_batch=args.malformed,
-        dataset=args.dataset,
-    )
-    return {"written": target}
+    }
 
 
 def _run(args: argparse.Namespace) -> Any:

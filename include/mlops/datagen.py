@@ -147,15 +147,19 @@ def write_batch(
     if scoring:
         frame = frame.drop(columns=[spec.data.target])
     fmt = spec.inference.format if scoring else spec.data.format
-    target = storage.join(spec.uri("scoring" if scoring else "landing"), f"{name}.{fmt}")
-    with storage.atomic_path(target) as tmp:
+    return _write(frame, storage.join(spec.uri("scoring" if scoring else "landing"), f"{name}.{fmt}"), fmt)
+
+
+def _write(frame: pd.DataFrame, uri: str, fmt: str) -> str:
+    """Write atomically: a watcher of the folder never sees half a file."""
+    with storage.atomic_path(uri) as tmp:
         fs, path = storage.fs_for(tmp)
         with fs.open(path, "wb") as handle:
             if fmt == "parquet":
                 frame.to_parquet(handle, index=False)
             else:
                 frame.to_csv(handle, index=False)
-    return target
+    return uri
 
 
 def write_labels(
@@ -189,12 +193,4 @@ def write_labels(
     else:
         raise ValueError("flip needs a binary target")
     fmt = spec.monitoring.labels.format
-    uri = storage.join(spec.uri("labels"), f"{name}.{fmt}")
-    with storage.atomic_path(uri) as tmp:
-        fs, path = storage.fs_for(tmp)
-        with fs.open(path, "wb") as handle:
-            if fmt == "parquet":
-                frame.to_parquet(handle, index=False)
-            else:
-                frame.to_csv(handle, index=False)
-    return uri
+    return _write(frame, storage.join(spec.uri("labels"), f"{name}.{fmt}"), fmt)
