@@ -8,7 +8,7 @@ from __future__ import annotations
 from airflow.plugins_manager import AirflowPlugin
 
 from mlops_airflow.links.mlflow_ui import MlflowModelVersionLink, MlflowRunLink
-from mlops_airflow.links.validation_reports import ValidationJsonLink, ValidationReportLink
+from mlops_airflow.links.reports import ALL as REPORT_LINKS
 
 
 class MlopsPlugin(AirflowPlugin):
@@ -16,6 +16,5 @@ class MlopsPlugin(AirflowPlugin):
     operator_extra_links = [
         MlflowModelVersionLink(),
         MlflowRunLink(),
-        ValidationReportLink(),
-        ValidationJsonLink(),
+        *REPORT_LINKS,
     ]

@@ -163,6 +163,11 @@ def _scenario(api: AirflowApi, out: Outcome, *, rows: int, timeout: float) -> No
     out.facts["drift_share"] = result.get("drift_share")
     out.facts["drift_report"] = result.get("report_html")
     out.require(bool(result.get("drift_detected")), "drift is detected")
+    links = api.links(dag["drift"], drift["dag_run_id"], "check_drift")
+    out.expect(
+        links.get("Drift report (Evidently)") == result.get("report_html"),
+        f"the drift task links to its Evidently report (links: {links})",
+    )
     out.require(drift["tasks"].get("request_retrain") == "success", "retraining is requested")
     before = drift["before"]
     train2 = follow("train", before)

@@ -424,7 +424,8 @@ def check(spec: PipelineSpec, *, run_key: str, tracking_uri: str | None = None) 
         "inputs": inputs,
         "checked_at": time.time(),
     }
-    storage.write_json(storage.join(folder, "summary.json"), result)
+    result["summary_json"] = storage.join(folder, "summary.json")
+    storage.write_json(result["summary_json"], result)
     log.info(
         "Drift share %.2f (threshold %.2f) on %d rows; drifted: %s; report: %s",
         result["drift_share"],

@@ -31,8 +31,27 @@ log = logging.getLogger(__name__)
 PREDICTION_COLUMNS = ["prediction", "probability", "model_version"]
 
 
-def read_labels(spec: PipelineSpec) -> pd.DataFrame:
-    """Every label received so far: ``id_column`` and ``target``, one row per id (the latest file wins)."""
+def _ids_as(ids: pd.Series, dtype: Any, *, label: str) -> pd.Series:
+    """A labels file's ids in the predictions' id type, so that ``7``, ``"7"`` and ``"007"`` all match
+    the prediction of id 7 (and the newer of two files wins for it)."""
+    if dtype is None or ids.dtype == dtype:
+        return ids
+    try:
+        if pd.api.types.is_numeric_dtype(dtype):
+            return pd.to_numeric(ids, errors="raise").astype(dtype)
+        return ids.astype(str) if pd.api.types.is_object_dtype(dtype) else ids.astype(dtype)
+    except (TypeError, ValueError) as exc:
+        raise DataError(
+            f"{label}: its ids cannot be matched with the predictions' {dtype} ids "
+            f"({str(exc).splitlines()[0]}); write the ids as the scoring input has them"
+        ) from None
+
+
+def read_labels(spec: PipelineSpec, *, id_dtype: Any = None) -> pd.DataFrame:
+    """Every label received so far: ``id_column`` and ``target``, one row per id (the latest file wins).
+
+    ``id_dtype`` (the predictions' id type) is applied file by file, before the latest-wins rule.
+    """
     assert spec.monitoring.labels is not None and spec.data.id_column
     id_column, target = spec.data.id_column, spec.data.target
     frames = []
@@ -52,6 +71,9 @@ def read_labels(spec: PipelineSpec) -> pd.DataFrame:
                 f"pipeline {spec.name}: labels file {name} has {int(frame[target].isna().sum())} "
                 f"empty {target!r} value(s); leave unlabelled ids out of the file instead"
             )
+        frame[id_column] = _ids_as(
+            frame[id_column], id_dtype, label=f"pipeline {spec.name}: labels file {name}"
+        )
         frames.append(frame.assign(_order=storage.modified(uri)))
     if not frames:
         return pd.DataFrame(columns=[id_column, target])
@@ -94,22 +116,49 @@ def _truth_like(truth: pd.Series, predicted: pd.Series) -> np.ndarray:
         return truth.to_numpy()
 
 
-def version_metrics(task: str, joined: pd.DataFrame, target: str) -> dict[str, float]:
-    """The task's metrics on labelled rows, from the stored predictions (no model is loaded)."""
+BINARY_CLASSES = ({0, 1}, {False, True})
+
+
+def model_classes(predicted: pd.Series, binary: bool) -> list[Any]:
+    """The classes the version predicts. A binary model (it stores ``probability``) has two, even
+    when all its predictions in the window are of one class: 0/1 or False/True."""
+    seen = set(pd.unique(predicted))
+    if binary:
+        for pair in BINARY_CLASSES:
+            if seen <= pair:
+                return sorted(pair)
+    try:
+        return sorted(seen)
+    except TypeError:
+        return sorted(seen, key=str)
+
+
+def version_metrics(
+    task: str, joined: pd.DataFrame, target: str, classes: list[Any] | None = None
+) -> dict[str, float]:
+    """The task's metrics on labelled rows, from the stored predictions (no model is loaded).
+
+    ``classes``: the version's classes (``model_classes`` over all its predictions in the window).
+    A label outside them is a DataError: the labels are in another form than the model's target
+    (``yes``/``no`` for a 0/1 model), and every metric would be wrong.
+    """
     predicted = joined["prediction"]
     truth = _truth_like(joined[target], predicted)
     if task == "regression":
         return from_scored(task, truth, Scored(predicted.to_numpy(), None, []))
-    labels = sorted(set(pd.unique(predicted)) | set(pd.unique(truth)), key=str)
-    try:
-        labels = sorted(labels)
-    except TypeError:
-        pass
+    binary = "probability" in joined and joined["probability"].notna().all()
+    classes = classes or model_classes(predicted, binary)
+    unknown = sorted(set(pd.unique(truth)) - set(classes), key=str)
+    if unknown:
+        raise DataError(
+            f"labels hold {target} value(s) {', '.join(map(repr, unknown[:5]))} that are not among the "
+            f"model's classes {classes!r}; write the target as the training data has it"
+        )
     proba = None
-    if len(labels) == 2 and "probability" in joined and joined["probability"].notna().all():
+    if binary and len(classes) == 2:
         positive = joined["probability"].to_numpy(dtype=np.float64)
         proba = np.column_stack([1.0 - positive, positive])
-    return from_scored(task, truth, Scored(predicted.to_numpy(), proba, labels))
+    return from_scored(task, truth, Scored(predicted.to_numpy(), proba, classes))
 
 
 def _judge(spec: PipelineSpec, metrics: dict[str, float]) -> list[str]:
@@ -117,7 +166,7 @@ def _judge(spec: PipelineSpec, metrics: dict[str, float]) -> list[str]:
     broken = []
     for metric, bound in spec.evaluation.thresholds.items():
         value = metrics.get(metric)
-        if value is None:
+        if value is None:  # e.g. ROC AUC with one class among the labelled rows: said, not judged
             continue
         if bound.min is not None and value < bound.min:
             broken.append(f"{metric} {value:.4f} < {bound.min}")
@@ -135,12 +184,12 @@ def evaluate(
     now = time.time() if now is None else now
     id_column, target = spec.data.id_column, spec.data.target
     predictions = window_predictions(spec, batches, now=now)
-    labels = read_labels(spec)
     if predictions.empty:
         raise NothingToDo(
             f"pipeline {spec.name}: no predictions scored within the last "
             f"{spec.monitoring.labels.window / 86400:g} day(s) to compare with labels"
         )
+    labels = read_labels(spec, id_dtype=predictions[id_column].dtype)
     joined = predictions.merge(labels, on=id_column, how="inner", validate="one_to_one")
     versions: dict[str, Any] = {}
     for version, rows in predictions.groupby("model_version", sort=True):
@@ -151,7 +200,14 @@ def evaluate(
             "coverage": round(len(labelled) / len(rows), 4),
         }
         if len(labelled):
-            entry["metrics"] = version_metrics(spec.data.task, labelled, target)
+            binary = "probability" in rows and rows["probability"].notna().all()
+            classes = (
+                model_classes(rows["prediction"], binary) if spec.data.task == "classification" else None
+            )
+            try:
+                entry["metrics"] = version_metrics(spec.data.task, labelled, target, classes)
+            except DataError as exc:
+                raise DataError(f"pipeline {spec.name}: v{version} on labelled predictions: {exc}") from None
         versions[str(version)] = entry
     result: dict[str, Any] = {
         "pipeline": spec.name,
@@ -170,11 +226,16 @@ def evaluate(
         result["judged"] = True
         result["reasons"] = _judge(spec, mine["metrics"])
         result["degraded"] = bool(result["reasons"])
+        result["not_computed"] = [m for m in spec.evaluation.thresholds if m not in mine["metrics"]]
     elif mine:
         result["reasons"] = [
             f"only {mine['labelled_rows']} labelled row(s) for v{champion}; "
             f"judged from {spec.monitoring.labels.min_rows}"
         ]
+    elif champion is None:
+        result["reasons"] = ["no champion yet"]
+    else:
+        result["reasons"] = [f"no prediction of v{champion} scored within the window"]
     result["primary_value"] = ((mine or {}).get("metrics") or {}).get(spec.evaluation.primary_metric)
     return result
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import posixpath
 import time
 import uuid
 from typing import Any
@@ -93,6 +94,11 @@ def release(
             f"pipeline {spec.name}: quarantine folder {folder} does not exist; list the quarantined "
             f"batches with: python -m include.mlops quarantine {spec.name}"
         )
+    if not _inside(zone, folder):
+        raise ReleaseRefused(
+            f"pipeline {spec.name}: {folder} is not a quarantine folder of this pipeline (they are in "
+            f"{zone}); land a file from elsewhere by copying it into the landing zone"
+        )
     marker = _read(storage.join(folder, MARKER))
     files = _data_files(folder)
     if chosen is not None:
@@ -116,6 +122,8 @@ def release(
     report = _report(folder)
     meta = report.get("meta") or {}
     name = meta.get("source") or storage.basename(source)
+    if name != posixpath.basename(name) or name.startswith((".", "_")) or not name:
+        name = storage.basename(source)  # a recorded name that would leave the landing zone or hide
     landing = spec.uri("landing")
     destination = storage.join(landing, name)
     if storage.exists(destination):
@@ -157,6 +165,15 @@ def release(
     }
     storage.write_json(storage.join(folder, MARKER), record)
     return record
+
+
+def _inside(zone: str, folder: str) -> bool:
+    """Whether ``folder`` is one of the zone's own folders (a direct child; symbolic links resolved)."""
+    zone_local, folder_local = storage.local_path(zone), storage.local_path(folder)
+    if zone_local is not None and folder_local is not None:
+        parent = os.path.dirname(os.path.realpath(folder_local))
+        return parent == os.path.realpath(zone_local)
+    return folder.rstrip("/").rsplit("/", 1)[0] == zone.rstrip("/")
 
 
 def _resolve(zone: str, target: str) -> tuple[str, str | None]:

@@ -483,21 +483,29 @@ def _check_csv_rows(text: str, *, name: str) -> None:
     _check_csv_rows_iter(io.StringIO(text), name=name)
 
 
+CSV_FIELD_LIMIT = 1 << 30  # pandas reads fields of any length; the csv module stops at 128 KiB
+
+
 def _check_csv_rows_iter(lines: Any, *, name: str) -> None:
+    if csv.field_size_limit() < CSV_FIELD_LIMIT:
+        csv.field_size_limit(CSV_FIELD_LIMIT)
     rows = csv.reader(lines)
-    header = next(rows, None)
-    if header is None:
-        return
-    width = len(header)
-    for row in rows:
-        if not row:
-            continue
-        if len(row) != width:
-            # same words as the parser's own error (``_unreadable``), so streamed and whole reads agree
-            raise DataError(
-                f"{name}: cannot be read as csv: line {rows.line_num} has {len(row)} fields, "
-                f"the header has {width}"
-            )
+    try:
+        header = next(rows, None)
+        if header is None:
+            return
+        width = len(header)
+        for row in rows:
+            if not row:
+                continue
+            if len(row) != width:
+                # same words as the parser's own error (``_unreadable``), so streamed and whole reads agree
+                raise DataError(
+                    f"{name}: cannot be read as csv: line {rows.line_num} has {len(row)} fields, "
+                    f"the header has {width}"
+                )
+    except csv.Error as exc:
+        raise DataError(f"{name}: cannot be read as csv: line {rows.line_num}: {exc}") from None
 
 
 def _is_text(data: bytes) -> bool:

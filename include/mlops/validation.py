@@ -217,6 +217,8 @@ def _escaped(document: dict[str, Any]) -> dict[str, Any]:
         for key in _RESULT_KEYS:
             if item.get(key) is not None:
                 item[key] = escape(item[key])
+    if isinstance(document.get("meta"), dict):  # the source file name and the run id are shown too
+        document["meta"] = escape(document["meta"])
     return document
 
 

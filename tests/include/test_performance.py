@@ -136,3 +136,31 @@ def test_generate_labels_from_the_command_line(served):
     assert main([*args, "--id-offset", "500000", "--labels", "0"]) == 0
     result = performance.check(served, run_key="p6")
     assert result["versions"]["1"]["labelled_rows"] == 2000 and not result["degraded"]
+
+
+def test_ids_written_as_text_match_and_the_newer_file_still_wins(served):
+    uri = write_labels(served, "labels1", fraction=0.6, **SCORED)
+    frame = pd.read_parquet(uri)
+    local = storage.local_path(uri)
+    as_text = frame.assign(customer_id=frame["customer_id"].map(lambda i: f"{i:09d}"))  # "000500123"
+    as_text.to_csv(local.replace(".parquet", "-text.csv"), index=False)
+    frame.head(0).to_parquet(local, index=False)
+    result = performance.check(served, run_key="p7")
+    assert result["versions"]["1"]["labelled_rows"] == len(frame) and result["judged"]
+
+
+def test_labels_in_another_form_than_the_target_name_the_values(served):
+    uri = write_labels(served, "labels1", fraction=0.6, **SCORED)
+    frame = pd.read_parquet(uri)
+    frame.assign(churned=frame["churned"].map({1: "yes", 0: "no"})).to_parquet(uri, index=False)
+    with pytest.raises(
+        DataError, match=r"v1 on labelled predictions: labels hold churned value\(s\) 'no', 'yes'"
+    ):
+        performance.check(served, run_key="p8")
+
+
+def test_ids_that_cannot_match_name_the_file(served):
+    uri = write_labels(served, "labels1", **SCORED)
+    pd.read_parquet(uri).assign(customer_id="cust-x").to_parquet(uri, index=False)
+    with pytest.raises(DataError, match=r"labels file labels1\.parquet: its ids cannot be matched"):
+        performance.check(served, run_key="p9")

@@ -116,3 +116,13 @@ def test_name_taken_in_landing_zone_is_refused(quarantined):
     with pytest.raises(ReleaseRefused, match=r"already holds batch\.csv"):
         release(spec, moved.parent.name)
     assert moved.exists() and (landing / "batch.csv").read_bytes() == b"newer upload"
+
+
+def test_a_folder_outside_the_quarantine_zone_is_refused(quarantined, tmp_path):
+    spec = quarantined[0]
+    elsewhere = tmp_path / "fix"
+    elsewhere.mkdir()
+    (elsewhere / "batch.csv").write_text("id\n1\n")
+    with pytest.raises(ReleaseRefused, match="is not a quarantine folder of this pipeline"):
+        release(spec, str(elsewhere / "batch.csv"))
+    assert (elsewhere / "batch.csv").exists() and not (elsewhere / MARKER).exists()

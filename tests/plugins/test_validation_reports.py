@@ -11,7 +11,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from include.mlops.datagen import write_batch
 from include.mlops.spec import find_spec
-from mlops_airflow.links.validation_reports import (
+from mlops_airflow.links.reports import (
     XCOM_KEY,
     ValidationJsonLink,
     ValidationReportLink,
@@ -102,3 +102,71 @@ def test_object_store_reports_link_to_the_console():
         "https://s3.console.aws.amazon.com/s3/object/bucket?prefix=q/x/data_docs.html"
     )
     assert browser_url("gs://b/q/data_docs.html").endswith("/storage/browser/_details/b/q/data_docs.html")
+
+
+def test_drift_and_performance_tasks_link_to_their_reports(monkeypatch):
+    from airflow.sdk.execution_time import xcom
+
+    from mlops_airflow.links.reports import DriftJsonLink, DriftReportLink, PerformanceReportLink
+    from mlops_airflow.operators.monitoring import DriftCheckOperator, PerformanceCheckOperator
+
+    returned = {
+        "check_drift": {
+            "report_html": "file:///r/drift/run/report.html",
+            "report_json": "file:///r/drift/run/report.json",
+            "summary_json": "file:///r/drift/run/summary.json",
+        },
+        "check_performance": {"report_json": "gs://b/r/performance/run/performance.json"},
+    }
+    monkeypatch.setattr(
+        xcom.XCom,
+        "get_value",
+        lambda *, ti_key, key: returned.get(ti_key.task_id) if key == "return_value" else None,
+    )
+
+    def key(task_id: str) -> SimpleNamespace:
+        return SimpleNamespace(dag_id="churn__drift", task_id=task_id, run_id="manual__1", map_index=-1)
+
+    assert DriftReportLink().get_link(None, ti_key=key("check_drift")) == "file:///r/drift/run/report.html"
+    assert DriftJsonLink().get_link(None, ti_key=key("check_drift")) == "file:///r/drift/run/summary.json"
+    assert (
+        PerformanceReportLink()
+        .get_link(None, ti_key=key("check_performance"))
+        .endswith("/storage/browser/_details/b/r/performance/run/performance.json")
+    )
+    assert DriftReportLink().get_link(None, ti_key=key("skipped")) == ""
+    assert {link.name for link in DriftCheckOperator.operator_extra_links} == {
+        "Drift report (Evidently)",
+        "Drift summary (JSON)",
+    }
+    assert [link.name for link in PerformanceCheckOperator.operator_extra_links] == [
+        "Labelled performance (JSON)"
+    ]
+
+
+def test_links_store_their_values_apart_from_the_task_data(monkeypatch):
+    """What Airflow does when a task ends: each link's value goes to the link's own ``xcom_key``. It
+    must not overwrite the XCom the link (or a downstream task) reads."""
+    from airflow.sdk.execution_time import xcom
+
+    from mlops_airflow.links.reports import ALL
+    from mlops_airflow.operators.ingest import ValidateAndPublishOperator
+    from mlops_airflow.operators.monitoring import DriftCheckOperator, PerformanceCheckOperator
+
+    data = {
+        "return_value": {
+            "report_html": "file:///r.html",
+            "report_json": "file:///r.json",
+            "summary_json": "file:///s",
+        },
+        XCOM_KEY: {"json": "file:///v.json", "html": "file:///v.html", "data_docs": "file:///d.html"},
+    }
+    store = dict(data)
+    monkeypatch.setattr(xcom.XCom, "get_value", lambda *, ti_key, key: store.get(key))
+    ti = SimpleNamespace(dag_id="d", task_id="t", run_id="r", map_index=-1)
+    for operator in (ValidateAndPublishOperator, DriftCheckOperator, PerformanceCheckOperator):
+        for link in operator.operator_extra_links:
+            store[link.xcom_key] = link.get_link(operator, ti_key=ti)  # task_runner.finalize
+    assert {k: store[k] for k in data} == data
+    assert len({link.xcom_key for link in ALL}) == len(ALL)
+    assert all(store[link.xcom_key].startswith("file:///") for link in ALL)

@@ -6,8 +6,8 @@ from typing import Any
 
 from airflow.sdk import Context
 
-from mlops_airflow.links.validation_reports import LINKS as REPORT_LINKS
-from mlops_airflow.links.validation_reports import XCOM_KEY as REPORTS_KEY
+from mlops_airflow.links.reports import LINKS as REPORT_LINKS
+from mlops_airflow.links.reports import XCOM_KEY as REPORTS_KEY
 from mlops_airflow.operators.base import PipelineOperator
 
 

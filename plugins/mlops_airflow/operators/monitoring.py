@@ -7,6 +7,7 @@ from typing import Any
 from airflow.sdk import Context
 
 from mlops_airflow.links.mlflow_ui import LINKS, remember
+from mlops_airflow.links.reports import DRIFT_LINKS, PERFORMANCE_LINKS
 from mlops_airflow.operators.base import PipelineOperator
 
 
@@ -105,6 +106,8 @@ class CollectPredictionsOperator(PipelineOperator):
 class DriftCheckOperator(PipelineOperator):
     """Compare the latest scored inputs with the champion's training reference (Evidently)."""
 
+    operator_extra_links = DRIFT_LINKS
+
     def run(self, context: Context) -> dict[str, Any]:
         from include.mlops.drift import check
 
@@ -125,6 +128,8 @@ class DriftCheckOperator(PipelineOperator):
 
 class PerformanceCheckOperator(PipelineOperator):
     """Score the champion's recent predictions against labels that arrived later (``monitoring.labels``)."""
+
+    operator_extra_links = PERFORMANCE_LINKS
 
     def run(self, context: Context) -> dict[str, Any]:
         from include.mlops.performance import check
