@@ -31,3 +31,35 @@ def peak_rss_mb() -> float | None:
         return None
     line = next((x for x in status.splitlines() if x.startswith("VmHWM:")), None)
     return None if line is None else int(line.split()[1]) / 1024
+
+
+def _own_cpu_seconds() -> float:
+    """CPU time of this process and of its finished children."""
+    import resource
+
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
+
+
+class OtherLoad:
+    """The share of the machine's CPU that other processes used from creation to ``share()``.
+
+    This benchmark's own CPU (its process and its children) is subtracted; None off Linux.
+    """
+
+    def __init__(self) -> None:
+        import time
+
+        self._busy, self._own, self._wall = machine_busy(), _own_cpu_seconds(), time.perf_counter()
+
+    def share(self) -> float | None:
+        import time
+
+        busy = machine_busy()
+        if busy is None or self._busy is None:
+            return None
+        others = (busy - self._busy) - (_own_cpu_seconds() - self._own)
+        return max(0.0, others / ((time.perf_counter() - self._wall) * (os.cpu_count() or 1)))

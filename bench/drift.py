@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -53,7 +52,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench._harness import machine_busy, peak_rss_mb
+from bench._harness import OtherLoad, peak_rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_RATIO = 10
@@ -339,8 +338,7 @@ def main() -> None:
             f"of {rows:,} rows in {prepared['profile_s']:.1f} s ({prepared['profile_mb']:.1f} MB JSON)",
             flush=True,
         )
-        busy_before, wall_before = machine_busy(), time.perf_counter()
-        children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        load = OtherLoad()
         ours_runs = [run_child("ours", workdir, f"ours-{i}", *window) for i in range(repeats)]
         for i, run in enumerate(ours_runs):
             print(
@@ -354,15 +352,7 @@ def main() -> None:
             f"peak RSS {baseline['peak_rss_mb']:.0f} MB (VmHWM {baseline['own_peak_rss_mb']:.0f} MB)",
             flush=True,
         )
-        busy_after = machine_busy()
-        children = resource.getrusage(resource.RUSAGE_CHILDREN)
-        own_cpu = (children.ru_utime + children.ru_stime) - (
-            children_before.ru_utime + children_before.ru_stime
-        )
-        others = None
-        if busy_before is not None and busy_after is not None:
-            elapsed = time.perf_counter() - wall_before
-            others = max(0.0, ((busy_after - busy_before) - own_cpu) / (elapsed * (os.cpu_count() or 1)))
+        others = load.share()
 
     work = statistics.median(r["work_s"] for r in ours_runs)
     with_imports = statistics.median(r["work_s"] + r["import_s"] for r in ours_runs)

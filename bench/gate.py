@@ -63,7 +63,7 @@ import yaml
 if TYPE_CHECKING:
     from include.mlops.spec import PipelineSpec
 
-from bench._harness import machine_busy
+from bench._harness import OtherLoad
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE_SPEC = ROOT / "include" / "pipelines" / "churn.yaml"
@@ -392,16 +392,12 @@ def main() -> None:
             f"setup (untimed): champion v{champion_version}, candidate v{candidate_version}, "
             f"{sizes['train']:,} training rows each, {time.perf_counter() - setup_started:.1f} s"
         )
-        busy_before, cpu_before, wall_before = machine_busy(), time.process_time(), time.perf_counter()
+        load = OtherLoad()
         with threadpool_limits(options.threads):
             raw = measure(spec, candidate_version, sizes["repeats"])
             if options.profile:
                 profile_gate(spec, candidate_version, workdir)
-        busy_after = machine_busy()
-        others = None
-        if busy_before is not None and busy_after is not None:
-            other_cpu = (busy_after - busy_before) - (time.process_time() - cpu_before)
-            others = max(0.0, other_cpu / ((time.perf_counter() - wall_before) * (os.cpu_count() or 1)))
+        others = load.share()
     if raw["holdout_rows"] != sizes["holdout"]:
         raise SystemExit(
             f"the candidate's holdout has {raw['holdout_rows']} rows, expected {sizes['holdout']}"

@@ -49,7 +49,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -59,7 +58,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench._harness import machine_busy, peak_rss_mb
+from bench._harness import OtherLoad, peak_rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE_SPEC = ROOT / "include" / "pipelines" / "churn.yaml"
@@ -342,8 +341,7 @@ def main() -> None:
             f"registered and loaded back {prepared['models_s']:.1f} s",
             flush=True,
         )
-        busy_before, wall_before = machine_busy(), time.perf_counter()
-        children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        load = OtherLoad()
         runs: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
         verified: dict[str, dict[str, Any]] = {}
         for model in MODELS:
@@ -375,15 +373,7 @@ def main() -> None:
                     )
                     verified[model] = check
                 shutil.rmtree(workdir / "out", ignore_errors=True)  # the outputs are not needed any more
-        busy_after = machine_busy()
-        children = resource.getrusage(resource.RUSAGE_CHILDREN)
-        own_cpu = (children.ru_utime + children.ru_stime) - (
-            children_before.ru_utime + children_before.ru_stime
-        )
-        others = None
-        if busy_before is not None and busy_after is not None:
-            elapsed = time.perf_counter() - wall_before
-            others = max(0.0, ((busy_after - busy_before) - own_cpu) / (elapsed * (os.cpu_count() or 1)))
+        others = load.share()
 
     def rate(model: str, size: str, kind: str) -> float:
         return statistics.median(r["rows"] / r["work_s"] for r in runs[(model, size, kind)])

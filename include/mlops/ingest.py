@@ -153,7 +153,7 @@ def ingest_file(spec: PipelineSpec, uri: str, *, run_id: str = "manual") -> Inge
     name = storage.basename(uri)
     link = _escaping_link(spec, uri)
     if link is not None:  # never read: quarantine the link itself, not what it points to
-        digest = hashlib.sha256(os.readlink(link).encode()).hexdigest()
+        digest = _link_digest(link)
         reason = (
             f"{name}: is a symbolic link to {os.path.realpath(link)}, outside the landing zone; "
             "it was not read - land the file itself"
@@ -223,6 +223,7 @@ def _publish(
     return IngestResult(name, status, digest, dataset, reports["html"], rows=rows, reports=reports)
 
 
+QUARANTINE_TIME = "%Y%m%dT%H%M%SZ"  # quarantine folders: <UTC time>-<sha256[:8]>
 REPORT_FILES = {"json": "validation.json", "html": "validation.html", "data_docs": "data_docs.html"}
 
 
@@ -254,6 +255,11 @@ def _failure(reason: str, name: str, digest: str, run_id: str) -> dict:
     return result
 
 
+def _link_digest(path: str) -> str:
+    """What stands for a symbolic link's content: the sha256 of its target path (it is never read)."""
+    return hashlib.sha256(os.readlink(path).encode()).hexdigest()
+
+
 def _escaping_link(spec: PipelineSpec, uri: str) -> str | None:
     """The local path of ``uri`` if it is a symbolic link resolving outside the landing zone."""
     local = storage.local_path(uri)
@@ -269,15 +275,13 @@ def _quarantine(
 ) -> IngestResult:
     name = storage.basename(uri)
     folder = storage.join(
-        spec.uri("quarantine"), f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{digest[:8]}"
+        spec.uri("quarantine"), f"{time.strftime(QUARANTINE_TIME, time.gmtime())}-{digest[:8]}"
     )
     reports = write_reports(folder, result, title=f"{spec.name}: {name} (quarantined)")
     report = reports["html"]
     moved = storage.move(uri, storage.join(folder, name))
     moved_link = storage.local_path(moved) if link else None
-    check = (
-        hashlib.sha256(os.readlink(moved_link).encode()).hexdigest() if moved_link else storage.sha256(moved)
-    )
+    check = _link_digest(moved_link) if moved_link else storage.sha256(moved)
     if check != digest:  # never expected; says so loudly if storage misbehaves
         raise DataError(f"{name}: checksum changed while moving to quarantine ({moved})")
     summary = "; ".join(reasons[:5]) + (f"; and {len(reasons) - 5} more" if len(reasons) > 5 else "")

@@ -190,13 +190,6 @@ class Ledger:
         busy = {r.uri for r in rows if r.is_live_claim(now, stale_after)}
         return [f for f in files if f.key not in done and f.uri not in busy]
 
-    def done_count(self, pipeline: str, files: Sequence[LandedFile]) -> int:
-        """How many of these exact file versions are already done (for messages)."""
-        with self._connect() as db:
-            rows = self._rows_for_uris(db, pipeline, sorted({f.uri for f in files}))
-        done = {(r.uri, r.token) for r in rows if r.state == "done"}
-        return sum(f.key in done for f in files)
-
     # Claims -----------------------------------------------------------------------------------
     def claim(
         self,

@@ -116,38 +116,29 @@ def _truth_like(truth: pd.Series, predicted: pd.Series) -> np.ndarray:
         return truth.to_numpy()
 
 
-BINARY_CLASSES = ({0, 1}, {False, True})
-
-
 def model_classes(predicted: pd.Series, binary: bool) -> list[Any]:
     """The classes the version predicts. A binary model (it stores ``probability``) has two, even
     when all its predictions in the window are of one class: 0/1 or False/True."""
     seen = set(pd.unique(predicted))
-    if binary:
-        for pair in BINARY_CLASSES:
-            if seen <= pair:
-                return sorted(pair)
+    if binary and len(seen) < 2 and seen <= {0, 1}:
+        return [False, True] if pd.api.types.is_bool_dtype(predicted) else [0, 1]
     try:
         return sorted(seen)
     except TypeError:
         return sorted(seen, key=str)
 
 
-def version_metrics(
-    task: str, joined: pd.DataFrame, target: str, classes: list[Any] | None = None
-) -> dict[str, float]:
+def version_metrics(task: str, joined: pd.DataFrame, target: str, classes: list[Any]) -> dict[str, float]:
     """The task's metrics on labelled rows, from the stored predictions (no model is loaded).
 
-    ``classes``: the version's classes (``model_classes`` over all its predictions in the window).
-    A label outside them is a DataError: the labels are in another form than the model's target
-    (``yes``/``no`` for a 0/1 model), and every metric would be wrong.
+    ``classes``: the version's classes (``model_classes`` over all its predictions in the window;
+    unused for regression). A label outside them is a DataError: the labels are in another form
+    than the model's target (``yes``/``no`` for a 0/1 model), and every metric would be wrong.
     """
     predicted = joined["prediction"]
     truth = _truth_like(joined[target], predicted)
     if task == "regression":
         return from_scored(task, truth, Scored(predicted.to_numpy(), None, []))
-    binary = "probability" in joined and joined["probability"].notna().all()
-    classes = classes or model_classes(predicted, binary)
     unknown = sorted(set(pd.unique(truth)) - set(classes), key=str)
     if unknown:
         raise DataError(
@@ -155,7 +146,7 @@ def version_metrics(
             f"model's classes {classes!r}; write the target as the training data has it"
         )
     proba = None
-    if binary and len(classes) == 2:
+    if len(classes) == 2 and "probability" in joined and joined["probability"].notna().all():
         positive = joined["probability"].to_numpy(dtype=np.float64)
         proba = np.column_stack([1.0 - positive, positive])
     return from_scored(task, truth, Scored(predicted.to_numpy(), proba, classes))
@@ -201,9 +192,7 @@ def evaluate(
         }
         if len(labelled):
             binary = "probability" in rows and rows["probability"].notna().all()
-            classes = (
-                model_classes(rows["prediction"], binary) if spec.data.task == "classification" else None
-            )
+            classes = model_classes(rows["prediction"], binary) if spec.data.task == "classification" else []
             try:
                 entry["metrics"] = version_metrics(spec.data.task, labelled, target, classes)
             except DataError as exc:
@@ -244,7 +233,7 @@ def log_to_tracking(client: Any, run_id: str, result: dict[str, Any]) -> None:
     """One point per check of every metric of the judged version, on its training run."""
     from mlflow.entities import Metric
 
-    version = (result["versions"] or {}).get(str(result.get("model_version"))) or {}
+    version = result["versions"].get(str(result.get("model_version"))) or {}
     stamp = int(result["checked_at"] * 1000)
     points = [
         Metric(f"live_{name}", float(value), stamp, int(result["checked_at"]))

@@ -23,12 +23,11 @@ from typing import Any
 
 from include.mlops import storage
 from include.mlops.errors import MlopsError
-from include.mlops.ingest import REPORT_FILES
+from include.mlops.ingest import QUARANTINE_TIME, REPORT_FILES, report_uris
 from include.mlops.spec import PipelineSpec
 from include.mlops.validation import STRUCTURAL_EXPECTATION, ValidationOutcome
 
 MARKER = "RELEASED.json"
-FOLDER_TIME = "%Y%m%dT%H%M%SZ"
 
 
 class ReleaseRefused(MlopsError):
@@ -39,14 +38,15 @@ def list_quarantine(spec: PipelineSpec) -> list[dict[str, Any]]:
     """Every quarantine folder of the pipeline, oldest first: file(s), reason, time, release status."""
     entries = []
     for folder in storage.list_dirs(spec.uri("quarantine")):
-        report = _report(folder)
+        names = {storage.basename(u) for u in storage.list_files(folder)}  # one listing per folder
+        report = _report(folder) if REPORT_FILES["json"] in names else {}
         meta = report.get("meta") or {}
-        released = _read(storage.join(folder, MARKER))
+        released = _read(storage.join(folder, MARKER)) if MARKER in names else None
         entries.append(
             {
                 "folder": storage.basename(folder),
                 "uri": folder,
-                "files": [storage.basename(u) for u in _data_files(folder)],
+                "files": sorted(names - {*REPORT_FILES.values(), MARKER}),
                 "source": meta.get("source"),
                 "reason": _reason(report),
                 "quarantined_at": _folder_time(folder),
@@ -54,9 +54,7 @@ def list_quarantine(spec: PipelineSpec) -> list[dict[str, Any]]:
                 "status": "released" if released else "quarantined",
                 "released": released,
                 "reports": {
-                    kind: storage.join(folder, name)
-                    for kind, name in REPORT_FILES.items()
-                    if storage.exists(storage.join(folder, name))
+                    kind: uri for kind, uri in report_uris(folder).items() if REPORT_FILES[kind] in names
                 },
             }
         )
@@ -223,7 +221,7 @@ def _reason(report: dict[str, Any]) -> str:
 def _folder_time(folder: str) -> str | None:
     stamp = storage.basename(folder).split("-", 1)[0]
     try:
-        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.strptime(stamp, FOLDER_TIME))
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.strptime(stamp, QUARANTINE_TIME))
     except ValueError:
         return None
 

@@ -62,8 +62,8 @@ def _triggers(
             )
         elif performance.get("judged"):
             why_not.append(f"labelled performance of v{version} meets the gate's thresholds")
-        else:
-            why_not.append("; ".join(performance.get("reasons") or []) or "no labelled predictions yet")
+        else:  # not judged: the check says why (too few labelled rows, no champion, ...)
+            why_not.extend(performance.get("reasons") or [])
     return why, why_not
 
 

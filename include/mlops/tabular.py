@@ -280,12 +280,7 @@ def _source(uri: str) -> Iterator[Any]:
             raise DataError(f"{storage.basename(uri)}: file not found at {uri}")
         yield local
         return
-    fs, path = storage.fs_for(uri)
-    try:
-        handle = fs.open(path, "rb")
-    except FileNotFoundError:
-        raise DataError(f"{storage.basename(uri)}: file not found at {uri}") from None
-    with handle:
+    with _binary(uri) as handle:
         yield handle
 
 
@@ -556,7 +551,7 @@ class ContentCheck:
 
     def __init__(self, columns: list[str], spec: PipelineSpec, suite: dict[str, Any], *, name: str) -> None:
         self.name = name
-        self.data = data = spec.data
+        data = spec.data
         named = suite_columns(suite)
         known = set(named) | {c for c in (data.id_column, data.timestamp_column, data.target) if c}
         known |= set(data.features or [])

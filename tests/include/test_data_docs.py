@@ -158,5 +158,5 @@ def test_quarantined_data_docs_render_in_headless_chromium(quarantined_docs: Pat
     assert "Status: Failed" in text
     data = shot.read_bytes()
     width, height, colours = _png_colours(data)
-    assert (width, height) == (1280, 2000)
+    assert (width, height) == (1280, 2000)  # a PNG of the window Chromium was asked to draw
     assert len(data) > 20_000 and colours > 1  # a page was drawn, not a blank canvas

@@ -118,13 +118,13 @@ class AnnounceDatasetsOperator(PipelineOperator):
         self.log.info("Published %d dataset(s): %s", len(published), [r["location"] for r in published])
         return published
 
-    def _log_summary(self, context: Context) -> list[dict[str, Any]]:
+    def _log_summary(self, context: Context) -> None:
         """Log every file of the run with its outcome and the URIs of its three reports."""
         try:
             pulled = context["ti"].xcom_pull(task_ids=self.validate_task_id, key=REPORTS_KEY, default=None)
         except Exception as exc:  # a summary never fails the run
             self.log.warning("Could not read the validation reports of this run: %s", exc)
-            return []
+            return
         entries = [pulled] if isinstance(pulled, dict) else [e for e in pulled or [] if isinstance(e, dict)]
         lines = [f"Validation reports of run {context['run_id']} ({len(entries)} file(s)):"]
         for entry in sorted(entries, key=lambda e: str(e.get("source"))):
@@ -137,4 +137,3 @@ class AnnounceDatasetsOperator(PipelineOperator):
             context["ti"].xcom_push(key="validation_summary", value=entries)
         except Exception as exc:
             self.log.warning("Could not store the run's validation summary in XCom: %s", exc)
-        return entries

@@ -16,6 +16,11 @@ def _flag(value: bool | str) -> bool:
     return value if isinstance(value, bool) else str(value).strip().lower() == "true"
 
 
+def _run_key(context: Context) -> str:
+    """The run id as a folder name of the run's reports (no ``:`` or ``+``)."""
+    return context["run_id"].replace(":", "").replace("+", "")
+
+
 class ListScoringPartitionsOperator(PipelineOperator):
     """Return the URIs of the partitions to score (one input file or date folder each); skip if none.
 
@@ -111,8 +116,7 @@ class DriftCheckOperator(PipelineOperator):
     def run(self, context: Context) -> dict[str, Any]:
         from include.mlops.drift import check
 
-        key = context["run_id"].replace(":", "").replace("+", "")
-        result = check(self.spec, run_key=key, tracking_uri=self.tracking_uri)
+        result = check(self.spec, run_key=_run_key(context), tracking_uri=self.tracking_uri)
         result.pop("columns", None)  # per-column detail stays in the report files, not in XCom
         if result.get("drift_detected"):
             columns = result.get("drifted_columns") or []
@@ -134,8 +138,7 @@ class PerformanceCheckOperator(PipelineOperator):
     def run(self, context: Context) -> dict[str, Any]:
         from include.mlops.performance import check
 
-        key = context["run_id"].replace(":", "").replace("+", "")
-        result = check(self.spec, run_key=key, tracking_uri=self.tracking_uri)
+        result = check(self.spec, run_key=_run_key(context), tracking_uri=self.tracking_uri)
         if result.get("degraded"):
             self.notify(
                 context,
