@@ -119,7 +119,7 @@ def frame(rows: int, *, seed: int, drifted: bool) -> Any:
 
 def child_prepare(workdir: Path, rows: int) -> dict[str, Any]:
     """Write the reference, the window files and the training-side reference artifacts."""
-    from include.mlops import drift_stats
+    from include.mlops.monitoring import drift_stats
 
     started = time.perf_counter()
     reference = frame(rows, seed=SEED, drifted=False)
@@ -158,15 +158,14 @@ def child_ours(workdir: Path, window: list[str], out: Path) -> dict[str, Any]:
     from evidently import Report  # noqa: F401  (the same imports as the baseline, timed apart)
     from evidently.presets import DataDriftPreset  # noqa: F401
 
-    from include.mlops import drift, drift_stats
+    from include.mlops.monitoring import drift, drift_stats
+    from include.mlops.monitoring.reference import Reference
 
     imported = time.perf_counter()
     features, predictions = drift_stats.profile_from_json(
         json.loads((workdir / "reference_profile.json").read_text(encoding="utf-8"))
     )
-    reference = drift.Reference(
-        features, predictions, sample=pd.read_parquet(workdir / "reference_sample.parquet")
-    )
+    reference = Reference(features, predictions, sample=pd.read_parquet(workdir / "reference_sample.parquet"))
     result = drift.compare_window(
         reference,
         inputs=window,
@@ -195,7 +194,7 @@ def child_baseline(workdir: Path, window: list[str], out: Path) -> dict[str, Any
     from evidently import Report
     from evidently.presets import DataDriftPreset
 
-    from include.mlops.drift import column_decisions
+    from include.mlops.monitoring.drift import column_decisions
 
     imported = time.perf_counter()
     reference = pd.read_parquet(workdir / "reference.parquet")

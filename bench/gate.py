@@ -139,7 +139,8 @@ def register_version(spec: PipelineSpec, train_rows: int, holdout: pd.DataFrame,
     import mlflow.models
     from threadpoolctl import threadpool_limits
 
-    from include.mlops import datagen, training
+    from include.mlops import datagen
+    from include.mlops.model import training
 
     frame = pd.concat([datagen.churn(train_rows, seed=seed), holdout], ignore_index=True)
     manifest = {"uri": f"bench://churn/seed-{seed}", "sha256": f"{seed:064d}"}
@@ -167,7 +168,8 @@ def register_version(spec: PipelineSpec, train_rows: int, holdout: pd.DataFrame,
 
 def setup(spec: PipelineSpec, sizes: dict[str, int]) -> tuple[str, str]:
     """Champion v1 and candidate v2, both fitted by ``training.train``; returns their versions."""
-    from include.mlops import datagen, registry
+    from include.mlops import datagen
+    from include.mlops.model import registry
 
     holdout = datagen.churn(sizes["holdout"], seed=2026, id_offset=10_000_000)
     champion = register_version(spec, sizes["train"], holdout, seed=1)
@@ -179,8 +181,8 @@ def setup(spec: PipelineSpec, sizes: dict[str, int]) -> tuple[str, str]:
 
 def run_gate(spec: PipelineSpec, version: str) -> tuple[float, str]:
     """Wall time of one whole gate and its outcome ("passed", or "failed: <reasons>")."""
-    from include.mlops import evaluation
     from include.mlops.errors import GateFailed
+    from include.mlops.gate import evaluation
 
     started = time.perf_counter()
     try:
@@ -195,26 +197,29 @@ def breakdown(spec: PipelineSpec, version: str) -> dict[str, dict[str, float]]:
     """The gate's steps one by one (same functions, same order as ``evaluate``), each timed."""
     import mlflow
 
-    from include.mlops import evaluation, gate_checks, gate_report, metrics, tracking
-    from include.mlops.tabular import feature_columns
-    from include.mlops.training import HOLDOUT_ARTIFACT, download_run_frame
+    from include.mlops import metrics, tracking
+    from include.mlops.artifacts import HOLDOUT_ARTIFACT, download_run_frame
+    from include.mlops.data.columns import feature_columns
+    from include.mlops.gate import checks as gate_checks
+    from include.mlops.gate import evaluation
+    from include.mlops.gate import report as gate_report
 
     io, compute = Stopwatch(), Stopwatch()
     task, model, primary = spec.data.task, spec.model_name, spec.evaluation.primary_metric
     with tempfile.TemporaryDirectory() as tmp:
         with io.step("registry_lookups"):
             client = tracking.client()
-            candidate_mv = evaluation.get_version(client, model, version)
+            candidate_mv = tracking.get_version(client, model, version)
             champion_version = str(client.get_model_version_by_alias(model, "champion").version)
         with io.step("holdout_download_read"):
             holdout = download_run_frame(candidate_mv.run_id, HOLDOUT_ARTIFACT)
             features, target = holdout[feature_columns(holdout, spec)], holdout[spec.data.target]
         with io.step("candidate_download_load"):
-            local = evaluation.model_dir(client, model, version, f"{tmp}/c")
+            local = tracking.model_dir(client, model, version, f"{tmp}/c")
             candidate_model = mlflow.sklearn.load_model(str(local))
             signature = mlflow.models.Model.load(str(local)).signature
         with io.step("champion_download_load"):
-            champion_dir = evaluation.model_dir(client, model, champion_version, f"{tmp}/p")
+            champion_dir = tracking.model_dir(client, model, champion_version, f"{tmp}/p")
             champion_model = mlflow.sklearn.load_model(str(champion_dir))
         with compute.step("score_candidate"):
             candidate = metrics.score(task, candidate_model, features)
@@ -321,8 +326,8 @@ def measure(spec: PipelineSpec, version: str, repeats: int) -> dict[str, Any]:
     import mlflow
 
     from include.mlops import metrics, tracking
-    from include.mlops.tabular import feature_columns
-    from include.mlops.training import HOLDOUT_ARTIFACT, download_run_frame
+    from include.mlops.artifacts import HOLDOUT_ARTIFACT, download_run_frame
+    from include.mlops.data.columns import feature_columns
 
     run_id = tracking.client().get_model_version(spec.model_name, version).run_id
     holdout = download_run_frame(run_id, HOLDOUT_ARTIFACT)

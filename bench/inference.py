@@ -13,7 +13,7 @@ How: data and models are made once and cached under ``<tmp>/mlops-bench-inferenc
 * data (seeded): Parquet files of 10,000,000 and 1,000,000 rows (``--quick``: 200,000 and 50,000)
   x 20 float64 features and an int64 ``row_id``, written by pyarrow in 1,048,576-row row groups
   (its default);
-* models: the project's training pipeline (``training.build_model``: impute + scale + estimator)
+* models: the project's training pipeline (``estimators.build_model``: impute + scale + estimator)
   around a ``HistGradientBoostingClassifier`` (100 iterations) and a ``LogisticRegression``,
   fitted on 50,000 rows (``--quick``: 10,000), logged to an embedded MLflow store with a signature
   the way ``training.train`` logs models, registered and aliased ``champion``. Each is then pinned by
@@ -146,11 +146,13 @@ def register(model: str, models_dir: Path, train_rows: int) -> None:
     import mlflow
     from mlflow.models import infer_signature
 
-    from include.mlops import inference, tracking, training
+    from include.mlops import tracking
+    from include.mlops.model import estimators, training
+    from include.mlops.scoring import inference
 
     spec = make_spec(model, models_dir, models_dir)
     x, y = training_frame(train_rows)
-    estimator = training.build_model(spec, x).fit(x, y)
+    estimator = estimators.build_model(spec, x).fit(x, y)
     client = tracking.client()
     experiment_id = tracking.ensure_experiment("bench/inference")
     with mlflow.start_run(experiment_id=experiment_id):
@@ -158,7 +160,7 @@ def register(model: str, models_dir: Path, train_rows: int) -> None:
             estimator,
             name="model",
             signature=infer_signature(x.head(100), estimator.predict(x.head(100))),
-            skops_trusted_types=training._own_types(estimator),
+            skops_trusted_types=training.own_types(estimator),
             pip_requirements=["scikit-learn"],  # skips MLflow's requirement inference (a subprocess)
         )
     version = mlflow.register_model(info.model_uri, spec.model_name)
@@ -216,7 +218,7 @@ def child_score(
     import pyarrow.parquet as pq
     import sklearn  # noqa: F401
 
-    from include.mlops import inference
+    from include.mlops.scoring import inference
 
     import_s = time.perf_counter() - started
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")

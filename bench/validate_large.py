@@ -215,11 +215,11 @@ def child(mode: str, path: str, fmt: str, rows: int, chunk_rows: int | None) -> 
     import pandas as pd
     import pyarrow
 
-    from include.mlops import chunked_validation
+    from include.mlops.data import chunked_validation
+    from include.mlops.data.ingest import validate_streamed, validate_whole
+    from include.mlops.data.reading import read_header
+    from include.mlops.data.validation import ValidationOutcome, failure_report
     from include.mlops.errors import DataError
-    from include.mlops.ingest import validate_streamed, validate_whole
-    from include.mlops.tabular import read_header
-    from include.mlops.validation import ValidationOutcome, failure_report
 
     uri = f"file://{path}"
     expectations = suite(rows)

@@ -63,8 +63,9 @@ def run_scenario(api: AirflowApi, pipeline: str, *, rows: int = 6000, timeout: f
 
 
 def _scenario(api: AirflowApi, out: Outcome, *, rows: int, timeout: float) -> None:
-    from include.mlops import registry, storage
+    from include.mlops import storage
     from include.mlops.datagen import write_batch, write_labels
+    from include.mlops.model import registry
     from include.mlops.spec import find_spec
 
     pipeline = out.pipeline
@@ -203,14 +204,14 @@ def _scenario(api: AirflowApi, out: Outcome, *, rows: int, timeout: float) -> No
     )
     time.sleep(15)  # give the scheduler the chance to (wrongly) start a training
     out.expect(api.run_ids(dag["train"]) == again["before"]["train"], "no training run follows it")
-    from include.mlops.retraining import drift_history
+    from include.mlops.monitoring.retraining import drift_history
 
     out.facts["drift_history"] = [
         f"v{e.get('model_version')} share {e['drift_share'] or 0:.2f} "
         f"{'retrain requested' if e['requested'] else 'no retrain'}: {e['reason']}"
         for e in drift_history(spec)
     ]
-    from include.mlops.history import show
+    from include.mlops.model.history import show
 
     out.facts["history"] = [
         f"{e['action']} {e.get('from') or '-'} -> {e.get('to')}" for e in show(spec.model_name)

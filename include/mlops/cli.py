@@ -37,7 +37,11 @@ def _generate(args: argparse.Namespace) -> Any:
 
 
 def _run(args: argparse.Namespace) -> Any:
-    from include.mlops import drift, evaluation, inference, ingest, registry, training
+    from include.mlops.data import ingest
+    from include.mlops.gate import evaluation
+    from include.mlops.model import registry, training
+    from include.mlops.monitoring import drift
+    from include.mlops.scoring import inference
 
     spec = find_spec(args.pipeline)
     if args.command == "ingest":
@@ -70,7 +74,7 @@ def _run(args: argparse.Namespace) -> Any:
 
 
 def _history(args: argparse.Namespace) -> Any:
-    from include.mlops.history import format_table, show
+    from include.mlops.model.history import format_table, show
 
     records = show(find_spec(args.pipeline).model_name)
     if args.json:
@@ -80,7 +84,7 @@ def _history(args: argparse.Namespace) -> Any:
 
 
 def _drift_history(args: argparse.Namespace) -> Any:
-    from include.mlops.retraining import drift_history, format_drift_history
+    from include.mlops.monitoring.retraining import drift_history, format_drift_history
 
     entries = drift_history(find_spec(args.pipeline))
     if args.version:
@@ -92,7 +96,7 @@ def _drift_history(args: argparse.Namespace) -> Any:
 
 
 def _suggest_suite(args: argparse.Namespace) -> Any:
-    from include.mlops.suggest_suite import suggest_file
+    from include.mlops.data.suggest_suite import suggest_file
 
     return suggest_file(
         args.data, args.out, name=args.name, id_column=args.id_column, force=args.force, fmt=args.format
@@ -100,7 +104,7 @@ def _suggest_suite(args: argparse.Namespace) -> Any:
 
 
 def _quarantine(args: argparse.Namespace) -> Any:
-    from include.mlops.quarantine import format_table, list_quarantine
+    from include.mlops.data.quarantine import format_table, list_quarantine
 
     entries = list_quarantine(find_spec(args.pipeline))
     if args.json:
@@ -110,7 +114,7 @@ def _quarantine(args: argparse.Namespace) -> Any:
 
 
 def _release(args: argparse.Namespace) -> Any:
-    from include.mlops.quarantine import release
+    from include.mlops.data.quarantine import release
 
     return release(find_spec(args.pipeline), args.target, force=args.force)
 

@@ -69,7 +69,7 @@ def score(task: str, model: Any, features: pd.DataFrame) -> Scored:
     return Scored(predicted, proba, list(classes), time.perf_counter() - started)
 
 
-def _label_metrics(y: np.ndarray, predicted: np.ndarray, labels: list[Any]) -> dict[str, float] | None:
+def label_metrics(y: np.ndarray, predicted: np.ndarray, labels: list[Any]) -> dict[str, float] | None:
     """accuracy, precision, recall, f1 from one confusion matrix, as sklearn computes them with
     ``zero_division=0`` (binary: about ``labels[1]``; otherwise macro over ``labels``). None when the
     holdout holds a label the model does not know (sklearn's own handling then applies)."""
@@ -147,7 +147,7 @@ def from_scored(
     labels = scored.labels
     result = {}
     if wanted("accuracy", "f1", "precision", "recall"):
-        fast = _label_metrics(y, predicted, labels)
+        fast = label_metrics(y, predicted, labels)
         if fast is None:
             # Binary metrics are about the model's second class (1, True, "yes" ...), whatever the label type.
             options = {"average": "binary", "pos_label": labels[1]} if scored.binary else {"average": "macro"}

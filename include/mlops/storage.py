@@ -18,6 +18,8 @@ from typing import Any
 import fsspec
 from fsspec.core import url_to_fs
 
+from include.mlops.errors import DataError
+
 TEMP_PREFIX = "._tmp-"
 SUCCESS = "_SUCCESS"
 
@@ -152,3 +154,15 @@ def remove_tree(uri: str) -> None:
 def local_path(uri: str) -> str | None:
     """The plain path of a ``file://`` URI, else None."""
     return uri.removeprefix("file://") if uri.startswith("file://") else None
+
+
+@contextmanager
+def open_binary(uri: str) -> Iterator[Any]:
+    """The file open for binary reading (local or fsspec)."""
+    fs, path = fs_for(uri)
+    try:
+        handle = fs.open(path, "rb")
+    except FileNotFoundError:
+        raise DataError(f"{basename(uri)}: file not found at {uri}") from None
+    with handle:
+        yield handle

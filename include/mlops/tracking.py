@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import subprocess
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from include.mlops.errors import ServiceUnavailable
+from include.mlops.errors import PromotionRefused, ServiceUnavailable
 from include.mlops.paths import PROJECT_ROOT, state_dir
 
 if TYPE_CHECKING:
@@ -112,3 +114,44 @@ def code_version() -> str:
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+NOT_FOUND = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}
+
+
+def alias_version(client: Any, model: str, alias: str) -> str | None:
+    """The version an alias points at; None when the model or the alias does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_by_alias(model, alias).version)
+    except MlflowException as exc:
+        if exc.error_code in NOT_FOUND:  # no such model or alias; anything else (server down) propagates
+            return None
+        raise
+
+
+def get_version(client: Any, model: str, version: str) -> Any:
+    """The model version, or a deterministic error naming it (a typo in a UI param must not retry)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version(model, version)
+    except MlflowException as exc:
+        if getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
+            raise PromotionRefused(f"registered model {model!r} has no version {version!r}") from None
+        raise
+
+
+def model_dir(client: Any, model: str, version: str, download_to: str) -> Path:
+    """A version's model folder: read in place when the artifact store is a local folder (nothing is
+    copied or written there), else downloaded to ``download_to``."""
+    import mlflow
+
+    uri = client.get_model_version_download_uri(model, version)
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme == "file":
+        folder = Path(urllib.request.url2pathname(parsed.path))
+        if folder.is_dir():
+            return folder
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=download_to))

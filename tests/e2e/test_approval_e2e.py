@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import pytest
 
-from include.mlops import history, tracking
+from include.mlops import tracking
 from include.mlops.datagen import write_batch
-from include.mlops.evaluation import _alias_version
+from include.mlops.model import history
 from include.mlops.spec import find_spec
+from include.mlops.tracking import alias_version
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -83,7 +84,7 @@ def test_manual_approval_then_clear_and_rerun(api):
     assert answer["chosen_options"] == ["Approve"]
     assert answer["responded_by"]["name"] == "admin"
     assert api.wait_run(dag["promote"], promote, TIMEOUT)["state"] == "success"
-    assert _alias_version(client, "gated", "champion") == "1"
+    assert alias_version(client, "gated", "champion") == "1"
     promotions = [e for e in history.entries(client, "gated") if e.get("action") == "promote"]
     assert [(e["to"], e["run_id"]) for e in promotions] == [("1", promote)]
 
@@ -118,7 +119,7 @@ def test_manual_approval_then_clear_and_rerun(api):
         api.task_log(dag["promote"], manual, "approve"),
         [(e["event"], e.get("extra")) for e in api.event_logs(dag["promote"], manual)],
     )
-    assert _alias_version(client, "gated", "champion") == "1"
+    assert alias_version(client, "gated", "champion") == "1"
     rejected = [e for e in history.entries(client, "gated") if e.get("action") == "rejected"]
     assert len(rejected) == 1 and rejected[0]["run_id"] == manual, rejected
     assert "rejected in the Airflow UI by admin" in rejected[0]["reason"]

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from include.mlops.data.ledger import Ledger
 from include.mlops.datagen import write_batch
-from include.mlops.ledger import Ledger
 from include.mlops.spec import find_spec
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from include.mlops import ingest
+from include.mlops.data import ingest
 from include.mlops.datagen import write_batch
 from include.mlops.spec import find_spec
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from include.mlops import ingest, storage
+from include.mlops import storage
+from include.mlops.data import datasets, ingest
 from include.mlops.datagen import write_batch
 from include.mlops.errors import ValidationFailed
 from include.mlops.spec import find_spec
@@ -59,7 +60,7 @@ def test_bad_input_fails_alone(case: BadInput, state, pipelines_dir):
         except ValidationFailed as exc:
             failures[storage.basename(uri)] = exc
 
-    published = ingest.published_datasets(spec)
+    published = datasets.published_datasets(spec)
     assert [m["sha256"] for m in published] == [good_digest]  # nothing else published, nothing twice
     assert storage.is_complete(published[0]["uri"])
 

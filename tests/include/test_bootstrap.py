@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, mean_squared_error, roc_auc_score
 
-from include.mlops import bootstrap
+from include.mlops.gate import bootstrap
 from include.mlops.metrics import Scored
 
 

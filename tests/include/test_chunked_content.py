@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from include.mlops import ingest, storage
-from include.mlops.chunked_validation import CHUNK_ROWS_ENV, STREAM_BYTES_ENV, should_stream
+from include.mlops import storage
+from include.mlops.data import ingest
+from include.mlops.data.chunked_validation import CHUNK_ROWS_ENV, STREAM_BYTES_ENV, should_stream
 from include.mlops.errors import ValidationFailed
 from include.mlops.spec import find_spec
 from tests.include.bad_inputs import BadInput, corpus
@@ -79,7 +80,7 @@ def test_large_csv_reason_matches_whole_file(column, value, row, reason, state, 
 
 
 def test_a_csv_field_longer_than_the_csv_module_default_is_read(tmp_path):
-    from include.mlops.tabular import sniff_bytes
+    from include.mlops.data.sniffing import sniff_bytes
 
     text = "id,note\n1," + "x" * 200_000 + "\n2,short\n"
     sniff_bytes(text.encode(), "csv", name="long.csv")  # no csv.Error: pandas reads it too

@@ -16,13 +16,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from include.mlops import chunked_validation, datagen, ingest, storage, tabular
-from include.mlops.chunked_validation import should_stream, validate_file
+from include.mlops import datagen, storage
+from include.mlops.data import chunked_validation, datasets, ingest, reading
+from include.mlops.data.chunked_validation import should_stream, validate_file
+from include.mlops.data.reading import read_frame
+from include.mlops.data.validation import load_suite, render_html, validate_frame
 from include.mlops.errors import DataError, ValidationFailed
 from include.mlops.paths import resolve_project_path
 from include.mlops.spec import find_spec
-from include.mlops.tabular import read_frame
-from include.mlops.validation import load_suite, render_html, validate_frame
 
 ROOT = Path(__file__).resolve().parents[2]
 CHURN_SUITE = ROOT / "include" / "expectations" / "churn.json"
@@ -104,11 +105,11 @@ def churn_frame() -> pd.DataFrame:
 
 
 def test_csv_chunks_align_with_pandas_type_inference_blocks():
-    assert tabular.csv_block_rows(11) == 65536  # 2**20 // 11 = 95325 -> 65536
-    assert tabular.csv_block_rows(20) == 32768
-    assert tabular.csv_block_rows(1) == 524288
-    assert tabular.aligned_chunk_rows(100, 65536) == 65536
-    assert tabular.aligned_chunk_rows(65537, 65536) == 131072
+    assert reading.csv_block_rows(11) == 65536  # 2**20 // 11 = 95325 -> 65536
+    assert reading.csv_block_rows(20) == 32768
+    assert reading.csv_block_rows(1) == 524288
+    assert reading.aligned_chunk_rows(100, 65536) == 65536
+    assert reading.aligned_chunk_rows(65537, 65536) == 131072
 
 
 def test_chunk_size_follows_the_width_unless_configured(monkeypatch):
@@ -283,13 +284,13 @@ def test_expectations_that_do_not_combine_fall_back_to_their_columns(tmp_path, m
     uri = write(frame, tmp_path, "agg.parquet", row_group=1000)
     whole = validate_frame(read_frame(uri, "parquet"), suite).result
     reads: list[list[str] | None] = []
-    read_columns = tabular.read_columns
+    read_columns = reading.read_columns
 
     def spy(uri: str, fmt: str, columns: list[str] | None, **kwargs: Any) -> pd.DataFrame:
         reads.append(columns)
         return read_columns(uri, fmt, columns, **kwargs)
 
-    monkeypatch.setattr(tabular, "read_columns", spy)
+    monkeypatch.setattr(reading, "read_columns", spy)
     chunked = validate_file(uri, "parquet", suite, chunk_rows=1000).result
     assert_same(whole, chunked)
     fallbacks = {(f["expectation"], tuple(f["columns"])) for f in chunked["meta"]["chunked"]["fallbacks"]}
@@ -314,7 +315,7 @@ def test_no_chunk_holds_more_rows_than_configured(tmp_path, monkeypatch, churn_f
     uri = write(churn_frame, tmp_path, "bounded.parquet")  # one 5,000-row group
     read: list[int] = []
     given: list[int] = []
-    iter_frames = tabular.iter_frames
+    iter_frames = reading.iter_frames
 
     def spy_frames(*args: Any, **kwargs: Any):
         for frame in iter_frames(*args, **kwargs):
@@ -327,7 +328,7 @@ def test_no_chunk_holds_more_rows_than_configured(tmp_path, monkeypatch, churn_f
         given.append(len(frame))
         return original_validator(self, frame)
 
-    monkeypatch.setattr(tabular, "iter_frames", spy_frames)
+    monkeypatch.setattr(reading, "iter_frames", spy_frames)
     monkeypatch.setattr(chunked_validation._Run, "_validator", spy_validator)
     outcome = validate_file(uri, "parquet", churn_suite(), chunk_rows=700)
     assert outcome.success
@@ -382,7 +383,7 @@ def test_ingest_streams_large_files_and_publishes_them_chunk_by_chunk(state, pip
     report = storage.read_json(storage.join(result.location, "validation.json"))
     assert report["meta"]["chunked"]["chunks"] == 4 and report["success"] is True
     assert "Validated in 4 chunks" in storage.read_bytes(result.report).decode()
-    assert ingest.published_datasets(spec)[0]["rows"] == 1500
+    assert datasets.published_datasets(spec)[0]["rows"] == 1500
     with pytest.raises(ValidationFailed) as failed:
         ingest.ingest_file(spec, bad)
     assert all(reason in str(failed.value) for reason in expected_reasons[:5])
@@ -395,7 +396,7 @@ def test_large_csv_is_published_as_parquet_with_whole_file_types(tmp_path):
     frame.loc[139_999, "support_calls"] = np.nan  # float64 only in the last chunk
     uri = write(frame, tmp_path, "publish.csv")
     dest = f"file://{tmp_path}/out.parquet"
-    rows, columns = tabular.write_parquet(uri, "csv", dest, rows=65536)
+    rows, columns = reading.write_parquet(uri, "csv", dest, rows=65536)
     assert (rows, columns) == (140_000, list(frame.columns))
     pd.testing.assert_frame_equal(pd.read_parquet(storage.local_path(dest)), read_frame(uri, "csv"))
 

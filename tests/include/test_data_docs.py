@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from include.mlops import ingest, storage, validation
-from include.mlops.chunked_validation import STREAM_BYTES_ENV
+from include.mlops import storage
+from include.mlops.data import ingest, validation
+from include.mlops.data.chunked_validation import STREAM_BYTES_ENV
 from include.mlops.datagen import housing, write_batch
 from include.mlops.errors import ValidationFailed
 from include.mlops.spec import find_spec

@@ -10,8 +10,10 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from include.mlops import drift, drift_stats, storage
-from include.mlops.drift_stats import CELLS
+from include.mlops import artifacts, storage
+from include.mlops.monitoring import drift, drift_stats
+from include.mlops.monitoring.drift_stats import CELLS
+from include.mlops.monitoring.reference import load_reference
 
 BAND = 0.05  # a full-data statistic this close to its threshold may get either verdict
 
@@ -201,8 +203,10 @@ def test_row_sample_is_uniform_and_does_not_depend_on_batching():
 def test_check_end_to_end_reports_prediction_drift(state, pipelines_dir):
     import mlflow
 
-    from include.mlops import inference, ingest, registry, training
+    from include.mlops.data import ingest
     from include.mlops.datagen import write_batch
+    from include.mlops.model import registry, training
+    from include.mlops.scoring import inference
     from include.mlops.spec import find_spec
 
     churn = find_spec("churn")
@@ -211,8 +215,8 @@ def test_check_end_to_end_reports_prediction_drift(state, pipelines_dir):
         ingest.ingest_file(churn, uri)
     v1 = training.train(churn)
     registry.promote(churn, version=v1.version, expected_champion=None, require_gate=False, reason="test")
-    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(v1.run_id, "data")}
-    assert {training.REFERENCE_PROFILE_ARTIFACT, training.REFERENCE_PREDICTIONS_ARTIFACT} <= artifacts
+    logged = {a.path for a in mlflow.MlflowClient().list_artifacts(v1.run_id, "data")}
+    assert {artifacts.REFERENCE_PROFILE_ARTIFACT, artifacts.REFERENCE_PREDICTIONS_ARTIFACT} <= logged
 
     write_batch(churn, "score1", rows=4000, seed=22, drift=0.8, id_offset=100_000, scoring=True)
     inference.score(churn, run_id="run-1")
@@ -248,6 +252,6 @@ def test_model_without_a_profile_falls_back_to_its_reference_sample(state):
         path = state / "reference.parquet"
         sample.to_parquet(path, index=False)
         mlflow.log_artifact(str(path), "data")
-    reference = drift.load_reference(run.info.run_id, client)
+    reference = load_reference(run.info.run_id, client)
     assert reference.predictions == {} and reference.prediction_sample is None
     assert reference.rows == 2000 and set(reference.features) == set(sample.columns)

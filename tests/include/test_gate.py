@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from include.mlops.evaluation import decide
+from include.mlops.gate.evaluation import decide
 from include.mlops.spec import parse_spec
 from tests.include.test_spec import minimal
 

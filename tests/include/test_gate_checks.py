@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
-from include.mlops import gate_checks, metrics, storage
+from include.mlops import metrics, storage
+from include.mlops.gate import checks as gate_checks
 from include.mlops.spec import parse_spec
 from tests.include.test_spec import minimal
 

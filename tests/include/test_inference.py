@@ -23,9 +23,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from include.mlops import datagen, inference, storage, tabular, training
+from include.mlops import datagen, storage
+from include.mlops.data.columns import feature_columns
 from include.mlops.errors import DataError, NothingToDo
+from include.mlops.model import estimators, training
 from include.mlops.paths import PROJECT_ROOT
+from include.mlops.scoring import inference
 from include.mlops.spec import PipelineSpec, find_spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,8 +39,8 @@ def fitted():
     """A churn model (the project's pipeline around the spec's estimator) and its champion record."""
     spec = find_spec("churn", directory=PROJECT_ROOT / "include" / "pipelines")
     frame = datagen.churn(3000, seed=1)
-    features = frame[tabular.feature_columns(frame, spec)]
-    model = training.build_model(spec, features).fit(features, frame["churned"])
+    features = frame[feature_columns(frame, spec)]
+    model = estimators.build_model(spec, features).fit(features, frame["churned"])
     inputs = [
         {"name": c, "type": "double" if pd.api.types.is_numeric_dtype(features[c]) else "string"}
         for c in features.columns
@@ -304,7 +307,7 @@ def test_a_rerun_of_the_same_run_redoes_exactly_its_own_partitions(spec, fitted)
 KILLED_CHILD = textwrap.dedent(
     """
     import json, logging, pickle, sys
-    from include.mlops import inference
+    from include.mlops.scoring import inference
     from include.mlops.spec import find_spec
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
@@ -414,7 +417,7 @@ def register(model, features: pd.DataFrame, name: str) -> str:
             model,
             name="model",
             signature=infer_signature(example, model.predict(example)),
-            skops_trusted_types=training._own_types(model),
+            skops_trusted_types=training.own_types(model),
             pip_requirements=["scikit-learn"],
         )
     return str(mlflow.register_model(info.model_uri, name).version)
@@ -426,9 +429,9 @@ def test_every_partition_scores_with_the_version_resolved_for_the_run(spec, fitt
 
     client = tracking.client()
     frame = datagen.churn(2000, seed=21)
-    features = frame[tabular.feature_columns(frame, spec)]
-    v1 = register(training.build_model(spec, features).fit(features, frame["churned"]), features, "churn")
-    flipped = training.build_model(spec, features).fit(features, 1 - frame["churned"])
+    features = frame[feature_columns(frame, spec)]
+    v1 = register(estimators.build_model(spec, features).fit(features, frame["churned"]), features, "churn")
+    flipped = estimators.build_model(spec, features).fit(features, 1 - frame["churned"])
     v2 = register(flipped, features, "churn")
     client.set_registered_model_alias("churn", "champion", v1)
     for name in ("a.parquet", "b.parquet", "2026-01-05/part-0.parquet"):

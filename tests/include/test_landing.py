@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from include.mlops import landing
-from include.mlops.landing import LandedFile
+from include.mlops.data import landing
+from include.mlops.data.landing import LandedFile
 
 
 @pytest.mark.parametrize(

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from include.mlops import ingest
+from include.mlops.data import ingest
+from include.mlops.data.landing import LandedFile
+from include.mlops.data.ledger import Ledger, default_path
 from include.mlops.datagen import write_batch
 from include.mlops.errors import NothingToDo, SpecError, ValidationFailed
-from include.mlops.landing import LandedFile
-from include.mlops.ledger import Ledger, default_path
 from include.mlops.spec import find_spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,7 +82,7 @@ def test_a_new_process_sees_done_files_as_done(ledger):
     ledger.finish("p", file.uri, "run-1", "quarantined")
     ledger.claim("p", [landed("b.csv")], "run-1", stale_after=STALE)  # claimed, never finished
     script = (
-        "import sys; from include.mlops.ledger import Ledger; from include.mlops.landing import LandedFile\n"
+        "import sys; from include.mlops.data.ledger import Ledger; from include.mlops.data.landing import LandedFile\n"
         "files = [LandedFile(uri=f's3://landing/p/{n}', size=10, modified=0.0, token='t1') for n in ('a.csv', 'b.csv')]\n"
         "taken = Ledger(sys.argv[1]).claim('p', files, 'run-after-restart', stale_after=0)\n"
         "print(','.join(f.uri for f in taken))\n"

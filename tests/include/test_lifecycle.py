@@ -5,9 +5,14 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from include.mlops import drift, evaluation, inference, ingest, registry, retraining, storage, training
+from include.mlops import storage
+from include.mlops.data import datasets, ingest
 from include.mlops.datagen import write_batch
 from include.mlops.errors import GateFailed, NothingToDo, PromotionRefused, ValidationFailed
+from include.mlops.gate import evaluation
+from include.mlops.model import registry, training
+from include.mlops.monitoring import drift, retraining
+from include.mlops.scoring import inference
 from include.mlops.spec import find_spec
 
 pytestmark = pytest.mark.slow
@@ -38,7 +43,7 @@ def test_good_batch_is_published_and_bad_batch_quarantined_intact(churn):
     assert storage.read_json(storage.join(folder, "validation.json"))["success"] is False
     assert "FAILED" in storage.read_bytes(storage.join(folder, "validation.html")).decode()
     assert ingest.discover(churn) == []  # nothing left behind, nothing lost
-    assert len(ingest.published_datasets(churn)) == 1
+    assert len(datasets.published_datasets(churn)) == 1
 
 
 def test_unreadable_and_structurally_wrong_files_are_quarantined(churn):
@@ -61,7 +66,7 @@ def test_same_content_twice_is_published_once(churn):
     write_batch(churn, "b", rows=300, seed=5)
     statuses = [ingest.ingest_file(churn, uri).status for uri in ingest.discover(churn)]
     assert statuses == ["published", "duplicate"]  # a duplicate is not announced: no retrain on it
-    assert len(ingest.published_datasets(churn)) == 1
+    assert len(datasets.published_datasets(churn)) == 1
 
 
 def test_train_gate_promote_score_drift_rollback(churn):

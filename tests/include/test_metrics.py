@@ -9,7 +9,7 @@ from sklearn import metrics as m
 from sklearn.linear_model import LogisticRegression
 
 from include.mlops import metrics
-from include.mlops.metrics import _label_metrics
+from include.mlops.metrics import label_metrics
 
 
 @pytest.mark.parametrize("labels", [[0, 1], ["no", "yes"], [0, 1, 2, 3]])
@@ -30,13 +30,13 @@ def test_label_metrics_match_sklearn(labels):
             "precision": m.precision_score(y, p, zero_division=0, **options),
             "recall": m.recall_score(y, p, zero_division=0, **options),
         }
-        got = _label_metrics(y, p, labels)
+        got = label_metrics(y, p, labels)
         assert got == pytest.approx(expected, abs=1e-12), (y, p)
 
 
 def test_unknown_label_falls_back_to_sklearn():
     predicted, labels = np.array([0, 1, 2, 2]), [0, 1, 2]
-    assert _label_metrics(np.array([0, 1, 3, 2]), predicted, labels) is None
+    assert label_metrics(np.array([0, 1, 3, 2]), predicted, labels) is None
     scored = metrics.Scored(predicted, None, labels)
     result = metrics.from_scored("classification", np.array([0, 1, 3, 2]), scored)
     assert result["accuracy"] == pytest.approx(m.accuracy_score([0, 1, 3, 2], predicted))

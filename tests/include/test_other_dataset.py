@@ -12,7 +12,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from include.mlops import evaluation, inference, ingest, registry, storage, training
+from include.mlops import storage
+from include.mlops.data import ingest
+from include.mlops.gate import evaluation
+from include.mlops.model import registry, training
+from include.mlops.scoring import inference
 from include.mlops.spec import find_spec
 
 pytestmark = pytest.mark.slow

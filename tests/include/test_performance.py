@@ -7,18 +7,13 @@ import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
-from include.mlops import (
-    evaluation,
-    inference,
-    performance,
-    registry,
-    retraining,
-    storage,
-    tracking,
-    training,
-)
+from include.mlops import storage, tracking
 from include.mlops.datagen import write_batch, write_labels
 from include.mlops.errors import DataError, SpecError
+from include.mlops.gate import evaluation
+from include.mlops.model import registry, training
+from include.mlops.monitoring import performance, retraining
+from include.mlops.scoring import inference
 from include.mlops.spec import find_spec, load_specs
 
 SCORED = {"rows": 2000, "seed": 31, "id_offset": 500_000}

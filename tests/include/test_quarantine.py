@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from include.mlops import cli, ingest, storage
+from include.mlops import cli, storage
+from include.mlops.data import ingest
+from include.mlops.data.ledger import Ledger
+from include.mlops.data.quarantine import MARKER, ReleaseRefused, list_quarantine, release
 from include.mlops.datagen import housing
 from include.mlops.errors import ValidationFailed
-from include.mlops.ledger import Ledger
-from include.mlops.quarantine import MARKER, ReleaseRefused, list_quarantine, release
 from include.mlops.spec import find_spec
 
 

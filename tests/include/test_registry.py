@@ -6,9 +6,11 @@ import threading
 
 import pytest
 
-from include.mlops import evaluation, history, registry, tracking, training
+from include.mlops import tracking
 from include.mlops.cli import main
 from include.mlops.errors import PromotionRefused
+from include.mlops.gate import evaluation
+from include.mlops.model import history, registry, training
 
 pytestmark = pytest.mark.slow
 

@@ -6,8 +6,9 @@ import time
 
 import pytest
 
-from include.mlops import retraining, tracking
+from include.mlops import tracking
 from include.mlops.cli import main
+from include.mlops.monitoring import retraining
 from include.mlops.spec import find_spec
 
 DRIFT = {

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from include.mlops import cli
+from include.mlops.data.validation import load_suite, validate_frame
 from include.mlops.datagen import churn, housing
-from include.mlops.validation import load_suite, validate_frame
 
 
 @pytest.fixture(params=["csv", "parquet"])

@@ -11,8 +11,10 @@ import urllib.request
 import mlflow
 import pytest
 
-from include.mlops import evaluation, history, registry, tracking, training
+from include.mlops import tracking
 from include.mlops.errors import ServiceUnavailable
+from include.mlops.gate import evaluation
+from include.mlops.model import history, registry, training
 from tools.stack import free_port
 
 pytestmark = pytest.mark.slow

@@ -23,8 +23,8 @@ from types import SimpleNamespace
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
 
-from include.mlops import landing
-from include.mlops.ledger import Ledger
+from include.mlops.data import landing
+from include.mlops.data.ledger import Ledger
 from mlops_airflow.sensors.landing import LandingFileSensor
 from mlops_airflow.triggers.landing import LandingFileTrigger, list_landing
 

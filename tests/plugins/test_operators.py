@@ -121,7 +121,7 @@ def test_inference_dag_maps_one_scoring_task_per_partition(pipelines_dir):
 
 
 def test_inference_operators_pass_the_run_and_the_pinned_champion(monkeypatch):
-    from include.mlops import inference
+    from include.mlops.scoring import inference
     from mlops_airflow.operators.monitoring import (
         CollectPredictionsOperator,
         ListScoringPartitionsOperator,

@@ -53,7 +53,7 @@ def test_reports_reach_xcom_the_link_and_the_summary(state, pipelines_dir, monke
     for uri in (good, bad):
         past = time.time() - 3600
         os.utime(uri.removeprefix("file://"), (past, past))
-    from include.mlops.ingest import discover
+    from include.mlops.data.ingest import discover
 
     assert discover(spec, run_id="manual__1") == [bad, good]
     store: dict = {}

@@ -43,7 +43,7 @@ class PromotionApprovalOperator(ApprovalOperator):
 
     def _record_rejection(self, context: Context, event: dict[str, Any]) -> None:
         from include.mlops.errors import ServiceUnavailable
-        from include.mlops.registry import record_rejection
+        from include.mlops.model.registry import record_rejection
         from include.mlops.spec import find_spec
         from mlops_airflow.hooks.mlflow_tracking import MlflowHook
 

@@ -20,8 +20,8 @@ class DiscoverLandedFilesOperator(PipelineOperator):
     """
 
     def run(self, context: Context) -> list[str]:
+        from include.mlops.data.ingest import discover
         from include.mlops.errors import NothingToDo
-        from include.mlops.ingest import discover
         from mlops_airflow.triggers.landing import landing_lister
 
         landing = self.spec.uri("landing")
@@ -55,8 +55,8 @@ class ValidateAndPublishOperator(PipelineOperator):
         self.uri = uri
 
     def run(self, context: Context) -> dict[str, Any]:
+        from include.mlops.data.ingest import ingest_claimed
         from include.mlops.errors import ValidationFailed
-        from include.mlops.ingest import ingest_claimed
         from include.mlops.storage import basename
 
         try:
@@ -95,8 +95,8 @@ class AnnounceDatasetsOperator(PipelineOperator):
         self.validate_task_id = validate_task_id
 
     def run(self, context: Context) -> list[dict[str, Any]]:
+        from include.mlops.data.ledger import Ledger
         from include.mlops.errors import NothingToDo
-        from include.mlops.ledger import Ledger
 
         # Files this run claimed but did not finish (a validate task killed or upstream-failed) go
         # back to the pool now rather than after data.claim_timeout.

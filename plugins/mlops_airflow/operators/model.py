@@ -31,7 +31,7 @@ class TrainModelOperator(PipelineOperator):
     operator_extra_links = LINKS
 
     def run(self, context: Context) -> dict[str, Any]:
-        from include.mlops.training import train
+        from include.mlops.model.training import train
 
         result = train(self.spec, lineage=self.lineage(context), tracking_uri=self.tracking_uri).to_dict()
         remember(
@@ -58,7 +58,7 @@ class EvaluateModelOperator(PipelineOperator):
 
     def run(self, context: Context) -> dict[str, Any]:
         from include.mlops.errors import GateFailed
-        from include.mlops.evaluation import evaluate
+        from include.mlops.gate.evaluation import evaluate
 
         try:
             decision = evaluate(
@@ -110,8 +110,8 @@ class PromoteModelOperator(PipelineOperator):
     def run(self, context: Context) -> dict[str, Any]:
         from include.mlops import tracking
         from include.mlops.errors import NothingToDo
-        from include.mlops.evaluation import get_version
-        from include.mlops.registry import promote
+        from include.mlops.model.registry import promote
+        from include.mlops.tracking import get_version
 
         version = self.version or approved_version(context)
         if not version:
@@ -150,7 +150,7 @@ class RollbackModelOperator(PipelineOperator):
         self.to_version = to_version
 
     def run(self, context: Context) -> dict[str, Any]:
-        from include.mlops.registry import rollback
+        from include.mlops.model.registry import rollback
 
         result = rollback(
             self.spec,

@@ -34,7 +34,7 @@ class ListScoringPartitionsOperator(PipelineOperator):
         self.rescore = rescore
 
     def run(self, context: Context) -> list[str]:
-        from include.mlops.inference import list_partitions
+        from include.mlops.scoring.inference import list_partitions
 
         return list_partitions(self.spec, rescore=_flag(self.rescore), redo_run=context["run_id"])
 
@@ -45,7 +45,7 @@ class ResolveChampionOperator(PipelineOperator):
     operator_extra_links = LINKS
 
     def run(self, context: Context) -> dict[str, Any]:
-        from include.mlops.inference import resolve_champion
+        from include.mlops.scoring.inference import resolve_champion
 
         champion = resolve_champion(self.spec, self.tracking_uri)
         remember(self, tracking_uri=self.tracking_uri, model=champion["model"], version=champion["version"])
@@ -67,7 +67,7 @@ class ScorePartitionOperator(PipelineOperator):
         self.champion = champion
 
     def run(self, context: Context) -> dict[str, Any]:
-        from include.mlops.inference import score_partition
+        from include.mlops.scoring.inference import score_partition
 
         return score_partition(
             self.spec,
@@ -89,7 +89,7 @@ class CollectPredictionsOperator(PipelineOperator):
         self.results = results
 
     def run(self, context: Context) -> dict[str, Any]:
-        from include.mlops.inference import summarize
+        from include.mlops.scoring.inference import summarize
 
         summary = summarize(self.champion, list(self.results[:]) if self.results else [])  # one XCom request
         summary.pop("files")  # the manifests stay next to the predictions, not in XCom
@@ -114,7 +114,7 @@ class DriftCheckOperator(PipelineOperator):
     operator_extra_links = DRIFT_LINKS
 
     def run(self, context: Context) -> dict[str, Any]:
-        from include.mlops.drift import check
+        from include.mlops.monitoring.drift import check
 
         result = check(self.spec, run_key=_run_key(context), tracking_uri=self.tracking_uri)
         result.pop("columns", None)  # per-column detail stays in the report files, not in XCom
@@ -136,7 +136,7 @@ class PerformanceCheckOperator(PipelineOperator):
     operator_extra_links = PERFORMANCE_LINKS
 
     def run(self, context: Context) -> dict[str, Any]:
-        from include.mlops.performance import check
+        from include.mlops.monitoring.performance import check
 
         result = check(self.spec, run_key=_run_key(context), tracking_uri=self.tracking_uri)
         if result.get("degraded"):
@@ -160,8 +160,9 @@ class RequestRetrainOperator(PipelineOperator):
         self.performance_task_id = performance_task_id
 
     def run(self, context: Context) -> dict[str, Any]:
-        from include.mlops import retraining, tracking
+        from include.mlops import tracking
         from include.mlops.errors import NothingToDo
+        from include.mlops.monitoring import retraining
 
         drift = context["ti"].xcom_pull(task_ids=self.drift_task_id)
         performance = (

@@ -26,12 +26,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
-from include.mlops import landing
+from include.mlops.data import landing
+from include.mlops.data.landing import LandedFile
 from include.mlops.errors import SpecError
-from include.mlops.landing import LandedFile
 
 if TYPE_CHECKING:
-    from include.mlops.ledger import Ledger
+    from include.mlops.data.ledger import Ledger
     from include.mlops.spec import PipelineSpec
 
 T = TypeVar("T")
@@ -213,7 +213,7 @@ class LandingFileTrigger(BaseEventTrigger):
 
     @cached_property
     def ledger(self) -> Ledger:
-        from include.mlops.ledger import Ledger
+        from include.mlops.data.ledger import Ledger
 
         return Ledger()
 

@@ -32,8 +32,8 @@ from typing import Any
 import pandas as pd
 
 from include.mlops import storage
+from include.mlops.data.reading import detect_format, read_frame
 from include.mlops.errors import MlopsError
-from include.mlops.tabular import detect_format, read_frame
 
 MARGIN = 0.1
 MAX_CATEGORIES = 20

@@ -20,11 +20,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from include.mlops import history, tracking
+from include.mlops import tracking
 from include.mlops.errors import NothingToDo, PromotionRefused
-from include.mlops.evaluation import _alias_version, get_version
+from include.mlops.model import history
 from include.mlops.paths import state_dir
 from include.mlops.spec import PipelineSpec
+from include.mlops.tracking import alias_version, get_version
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 def aliases(spec: PipelineSpec, tracking_uri: str | None = None) -> dict[str, str | None]:
     client = tracking.client(tracking_uri)
     with tracking.service_errors(tracking_uri):
-        return {alias: _alias_version(client, spec.model_name, alias) for alias in tracking.ALIASES}
+        return {alias: alias_version(client, spec.model_name, alias) for alias in tracking.ALIASES}
 
 
 @contextmanager
@@ -86,10 +87,10 @@ def _replay_pending(client: Any, model: str) -> dict[str, Any] | None:
         return None
     intent = json.loads(raw)
     entry = None
-    if _alias_version(client, model, "champion") == intent["to"]:
+    if alias_version(client, model, "champion") == intent["to"]:
         if intent["from"] is not None:
             client.set_registered_model_alias(model, "previous_champion", intent["from"])
-        if _alias_version(client, model, "challenger") == intent["to"]:
+        if alias_version(client, model, "challenger") == intent["to"]:
             client.delete_registered_model_alias(model, "challenger")
         entry = history.append(client, model, intent["entry"])
         client.set_model_version_tag(model, intent["to"], "mlops.promoted_at", entry["at"])
@@ -126,7 +127,7 @@ def promote(
     with tracking.service_errors(tracking_uri), model_lock(model):
         _replay_pending(client, model)
         tags = get_version(client, model, version).tags
-        current = _alias_version(client, model, "champion")
+        current = alias_version(client, model, "champion")
         audit = {
             **_audit(lineage),
             "action": action,
@@ -140,7 +141,7 @@ def promote(
                 "model": model,
                 "champion": version,
                 "changed": False,
-                "previous_champion": _alias_version(client, model, "previous_champion"),
+                "previous_champion": alias_version(client, model, "previous_champion"),
             }
         refusal = None
         if require_gate and tags.get("mlops.gate.decision") != "passed":
@@ -189,7 +190,7 @@ def rollback(
     with tracking.service_errors(tracking_uri):
         with model_lock(model):
             finished = _replay_pending(client, model)
-        current = _alias_version(client, model, "champion")
+        current = alias_version(client, model, "champion")
         # This Airflow run already rolled back (its retry completed it just now, or another caller
         # did since): report that instead of rolling back a second time.
         own = _key("rollback", "", lineage)
@@ -205,7 +206,7 @@ def rollback(
                     "changed": bool(finished),
                     "history_id": done.get("id"),
                 }
-        target = to_version or _alias_version(client, model, "previous_champion")
+        target = to_version or alias_version(client, model, "previous_champion")
         if target is None:
             raise NothingToDo(
                 f"pipeline {spec.name}: nothing to roll back to ({model} has no previous_champion)"
@@ -244,7 +245,7 @@ def record_rejection(
             {
                 **_audit(lineage),
                 "action": "rejected",
-                "from": _alias_version(client, model, "champion"),
+                "from": alias_version(client, model, "champion"),
                 "to": version,
                 "decision": tags.get("mlops.gate.id"),
                 "reason": reason,

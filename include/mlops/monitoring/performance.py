@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 
 from include.mlops import storage
+from include.mlops.data.reading import detect_format, read_columns, read_header
 from include.mlops.errors import DataError, NothingToDo
 from include.mlops.metrics import Scored, from_scored
 from include.mlops.spec import PipelineSpec
-from include.mlops.tabular import detect_format, read_columns, read_header
 
 log = logging.getLogger(__name__)
 
@@ -250,12 +250,12 @@ def log_to_tracking(client: Any, run_id: str, result: dict[str, Any]) -> None:
 def check(spec: PipelineSpec, *, run_key: str, tracking_uri: str | None = None) -> dict[str, Any]:
     """Performance of the recent predictions that have labels; report under ``run_key``."""
     from include.mlops import tracking
-    from include.mlops.evaluation import _alias_version
-    from include.mlops.inference import scored_batches
+    from include.mlops.scoring.inference import scored_batches
+    from include.mlops.tracking import alias_version
 
     client = tracking.client(tracking_uri)
     with tracking.service_errors(tracking_uri):
-        champion = _alias_version(client, spec.model_name, "champion")
+        champion = alias_version(client, spec.model_name, "champion")
     result = evaluate(spec, scored_batches(spec), champion=champion)
     uri = storage.join(spec.uri("reports"), "performance", run_key, "performance.json")
     result["report_json"] = uri

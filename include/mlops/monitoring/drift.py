@@ -15,108 +15,32 @@ the two row samples and carrying the full-data values and verdicts, so it agrees
 
 from __future__ import annotations
 
-import json
 import logging
-import tempfile
 import time
 from collections.abc import Iterator
 from contextvars import ContextVar
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from include.mlops import drift_stats, storage, tracking
-from include.mlops.drift_stats import ColumnSummary, Decision
+from include.mlops import storage, tracking
+from include.mlops.data.reading import detect_format
 from include.mlops.errors import DataError, NothingToDo
-from include.mlops.evaluation import _alias_version
-from include.mlops.inference import scored_batches
+from include.mlops.monitoring import drift_stats
+from include.mlops.monitoring.drift_stats import ColumnSummary, Decision
+from include.mlops.monitoring.reference import Reference, load_reference
+from include.mlops.scoring.inference import scored_batches
 from include.mlops.spec import PipelineSpec
-from include.mlops.tabular import detect_format
-from include.mlops.training import (
-    REFERENCE_ARTIFACT,
-    REFERENCE_PREDICTIONS_ARTIFACT,
-    REFERENCE_PROFILE_ARTIFACT,
-    download_run_frame,
-)
+from include.mlops.tracking import alias_version
 
 log = logging.getLogger(__name__)
 
 BATCH_ROWS = 1 << 17  # rows per Arrow batch read from the window
-PREDICTION_REFERENCE_ROWS = 200_000  # training rows the model scores for the prediction reference
 PREDICTION_COLUMNS = ("prediction", "probability")
 FULL_DATA_SUFFIX = " (full data)"
 
 # Verdicts computed on the full data, looked up by the report's stand-in tests (see _full_data_test).
 _FULL_DATA_DECISIONS: ContextVar[dict[str, Decision]] = ContextVar("mlops_full_data_decisions")
-
-
-@dataclass
-class Reference:
-    """A model version's drift reference, as loaded from its training run."""
-
-    features: dict[str, ColumnSummary]
-    predictions: dict[str, ColumnSummary]
-    sample: pd.DataFrame
-    prediction_sample: pd.DataFrame | None = None
-
-    @property
-    def rows(self) -> int:
-        return max((s.rows + s.nulls for s in self.features.values()), default=0)
-
-
-# ---------------------------------------------------------------------------------------------
-# Training side
-# ---------------------------------------------------------------------------------------------
-
-
-def predict_frame(model: Any, features: pd.DataFrame) -> pd.DataFrame:
-    """The prediction columns batch inference writes (``prediction``, maybe ``probability``)."""
-    from include.mlops.inference import _predict
-
-    return pd.DataFrame(_predict(model, features))
-
-
-def build_reference_profile(model: Any, features: pd.DataFrame, *, seed: int) -> dict[str, Any]:
-    """Per-column statistics of the training features and of the model's predictions on them."""
-    started = time.monotonic()
-    scored = features.sample(min(len(features), PREDICTION_REFERENCE_ROWS), random_state=seed)
-    predictions = drift_stats.profile_frame(predict_frame(model, scored))
-    profile = drift_stats.profile_to_json(drift_stats.profile_frame(features), predictions)
-    log.info(
-        "Drift reference profile of %d rows x %d columns (%d scored) in %.1f s",
-        len(features),
-        features.shape[1],
-        len(scored),
-        time.monotonic() - started,
-    )
-    return profile
-
-
-def load_reference(run_id: str, client: Any = None) -> Reference:
-    """The champion run's reference; runs older than the profile fall back to the row sample."""
-    import mlflow
-    import pyarrow.parquet as pq
-
-    client = client or mlflow.MlflowClient()
-    present = {a.path for a in client.list_artifacts(run_id, "data")}
-    sample = download_run_frame(run_id, REFERENCE_ARTIFACT)
-    if REFERENCE_PROFILE_ARTIFACT not in present:
-        log.info("Run %s has no %s; using its reference sample", run_id, REFERENCE_PROFILE_ARTIFACT)
-        return Reference(features=drift_stats.profile_frame(sample), predictions={}, sample=sample)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = mlflow.artifacts.download_artifacts(
-            run_id=run_id, artifact_path=REFERENCE_PROFILE_ARTIFACT, dst_path=tmp
-        )
-        features, predictions = drift_stats.profile_from_json(json.loads(Path(path).read_text()))
-        prediction_sample = None
-        if REFERENCE_PREDICTIONS_ARTIFACT in present:
-            path = mlflow.artifacts.download_artifacts(
-                run_id=run_id, artifact_path=REFERENCE_PREDICTIONS_ARTIFACT, dst_path=tmp
-            )
-            prediction_sample = pq.read_table(path).to_pandas()
-    return Reference(features, predictions, sample, prediction_sample)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -390,7 +314,7 @@ def check(spec: PipelineSpec, *, run_key: str, tracking_uri: str | None = None) 
     """Drift of the latest scored window against the champion's reference; reports under ``run_key``."""
     client = tracking.client(tracking_uri)
     with tracking.service_errors(tracking_uri):
-        version = _alias_version(client, spec.model_name, "champion")
+        version = alias_version(client, spec.model_name, "champion")
         if version is None:
             raise NothingToDo(
                 f"pipeline {spec.name}: no champion yet, so no training reference to compare with"

@@ -34,17 +34,17 @@ from typing import Any
 import pandas as pd
 
 from include.mlops import storage, tracking
+from include.mlops.data.reading import detect_format
 from include.mlops.errors import DataError, NothingToDo
-from include.mlops.evaluation import _alias_version, model_dir
+from include.mlops.predictor import Predictor
 from include.mlops.spec import PipelineSpec
-from include.mlops.tabular import detect_format
+from include.mlops.tracking import alias_version, model_dir
 
 log = logging.getLogger(__name__)
 
 PREDICTIONS_FILE = "predictions.parquet"
 ROW_ID = "row_id"  # the row id column when the spec declares no id column: position in the partition
 PROGRESS_SECONDS = 30.0  # how often a partition logs rows done, rows/s and ETA
-PREDICT_CHECK_ROWS = 2_000  # rows on which argmax(predict_proba) is compared with predict
 READ_BUFFER_BYTES = 1 << 20  # Parquet column data is streamed through buffers of this size
 
 # MLflow signature type -> kinds of input column that score correctly against it. Integers are
@@ -76,7 +76,7 @@ def resolve_champion(spec: PipelineSpec, tracking_uri: str | None = None) -> dic
 
     client = tracking.client(tracking_uri)
     with tracking.service_errors(tracking_uri):
-        version = _alias_version(client, spec.model_name, "champion")
+        version = alias_version(client, spec.model_name, "champion")
         if version is None:
             raise NothingToDo(f"pipeline {spec.name}: there is no champion model yet; nothing to score with")
         model_version = client.get_model_version(spec.model_name, version)
@@ -403,47 +403,6 @@ def _csv_chunks(
                 yield Chunk(frame[names], ids, len(frame), bytes_read=handle.tell())
         except (OSError, ValueError, pd.errors.ParserError) as exc:
             raise _read_error(label, "csv", exc) from None
-
-
-class Predictor:
-    """Prediction columns for a chunk from one model pass.
-
-    A classifier with ``predict_proba`` runs once: labels are the argmax of the probabilities, as
-    ``predict`` gives them for the usual estimators. This is checked against ``predict`` on the first
-    chunk's first rows; for a model where it does not hold (e.g. an SVC) ``predict`` runs as well.
-    """
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-        self.proba = hasattr(model, "predict_proba") and hasattr(model, "classes_")
-        self.argmax_matches: bool | None = None
-
-    def __call__(self, features: pd.DataFrame) -> dict[str, Any]:
-        import numpy as np
-
-        if not self.proba:
-            return {"prediction": np.asarray(self.model.predict(features))}
-        proba = np.asarray(self.model.predict_proba(features))
-        classes = np.asarray(self.model.classes_)
-        predicted = classes[np.argmax(proba, axis=1)]
-        if self.argmax_matches is None:
-            head = features.iloc[:PREDICT_CHECK_ROWS]
-            self.argmax_matches = bool(
-                np.array_equal(np.asarray(self.model.predict(head)), predicted[: len(head)])
-            )
-            if not self.argmax_matches:
-                log.info("argmax(predict_proba) differs from predict for this model: running both")
-        if not self.argmax_matches:
-            predicted = np.asarray(self.model.predict(features))
-        columns = {"prediction": predicted}
-        if proba.shape[1] == 2:
-            columns["probability"] = np.ascontiguousarray(proba[:, 1])
-        return columns
-
-
-def _predict(model: Any, features: pd.DataFrame) -> dict[str, Any]:
-    """``prediction`` and, for a binary classifier, ``probability`` (the drift reference uses it)."""
-    return Predictor(model)(features)
 
 
 def _constant(value: str, rows: int) -> Any:

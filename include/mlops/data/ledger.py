@@ -27,8 +27,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from include.mlops.data.landing import LandedFile
 from include.mlops.errors import DataError, ServiceUnavailable
-from include.mlops.landing import LandedFile
 from include.mlops.paths import state_dir
 
 log = logging.getLogger(__name__)

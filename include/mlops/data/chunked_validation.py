@@ -5,7 +5,7 @@ copies that frame several times while it computes metrics, so a 10-million-row f
 of memory. Here memory is bounded by one chunk (plus, for a uniqueness check, 8 bytes per row of
 that one column).
 
-How: the file is streamed (``tabular.iter_frames``: Parquet batches, CSV chunks aligned with
+How: the file is streamed (``reading.iter_frames``: Parquet batches, CSV chunks aligned with
 pandas' type inference, each chunk with the dtypes and index labels a whole-file read gives it).
 For every chunk, Great Expectations computes the metrics each expectation of the real suite
 depends on, on just the columns that expectation reads. The metrics are combined across chunks
@@ -41,9 +41,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from include.mlops import storage, tabular
+from include.mlops import storage
+from include.mlops.data import content_checks, reading
+from include.mlops.data.validation import ValidationOutcome, gx_session
 from include.mlops.errors import DataError, SpecError
-from include.mlops.validation import ValidationOutcome, gx_session
 
 log = logging.getLogger(__name__)
 
@@ -148,8 +149,8 @@ def should_stream(uri: str, fmt: str, *, chunk_rows: int | None = None) -> bool:
         if size >= stream_threshold_bytes():
             return True
         if fmt == "parquet" and size > 0:
-            limit = chunk_rows or configured_chunk_rows(len(tabular.read_header(uri, fmt).columns))
-            return tabular.parquet_rows(uri) > limit
+            limit = chunk_rows or configured_chunk_rows(len(reading.read_header(uri, fmt).columns))
+            return reading.parquet_rows(uri) > limit
     except (OSError, DataError):
         return False
     return False
@@ -157,8 +158,8 @@ def should_stream(uri: str, fmt: str, *, chunk_rows: int | None = None) -> bool:
 
 def copy_as_parquet(uri: str, fmt: str, dest: str) -> tuple[int, list[str]]:
     """Publish a large file as Parquet chunk by chunk (never loaded whole); returns (rows, columns)."""
-    return tabular.write_parquet(
-        uri, fmt, dest, rows=configured_chunk_rows(len(tabular.read_header(uri, fmt).columns))
+    return reading.write_parquet(
+        uri, fmt, dest, rows=configured_chunk_rows(len(reading.read_header(uri, fmt).columns))
     )
 
 
@@ -168,21 +169,21 @@ def validate_file(
     suite: dict[str, Any],
     *,
     chunk_rows: int | None = None,
-    content: tabular.ContentCheck | None = None,
+    content: content_checks.ContentCheck | None = None,
 ) -> ValidationOutcome:
     """Validate a CSV or Parquet file chunk by chunk; same verdict and result shape as validate_frame.
 
     Raises DataError when the file cannot be read (at any chunk) or has no data rows, as
-    ``tabular.read_frame`` does for the whole-file path. ``content`` (a ``tabular.ContentCheck``)
+    ``reading.read_frame`` does for the whole-file path. ``content`` (a ``content_checks.ContentCheck``)
     sees every chunk of the last pass, with the whole-file dtypes; the caller calls its ``finish``.
     """
     started = time.perf_counter()
     name = storage.basename(uri)
-    header = tabular.read_header(uri, fmt)
+    header = reading.read_header(uri, fmt)
     rows = chunk_rows or configured_chunk_rows(len(header.columns))
     if fmt == "csv":
-        rows = tabular.aligned_chunk_rows(rows, tabular.csv_block_rows(len(header.columns)))
-    dtypes = tabular.parquet_dtypes(uri) if fmt == "parquet" else {}
+        rows = reading.aligned_chunk_rows(rows, reading.csv_block_rows(len(header.columns)))
+    dtypes = reading.parquet_dtypes(uri) if fmt == "parquet" else {}
     run = _Run(suite, header, name=name)
     passes = 0
     while True:
@@ -359,7 +360,7 @@ class _Run:
             if plan.mode == "unique" and plan.columns
         }
         seen: dict[str, list[Any]] = {}
-        for chunk in tabular.iter_frames(uri, fmt, rows=rows, dtypes=dtypes):
+        for chunk in reading.iter_frames(uri, fmt, rows=rows, dtypes=dtypes):
             self.chunks += 1
             self.rows += len(chunk)
             if self.chunks == 1:
@@ -475,7 +476,7 @@ class _Run:
         if columns == []:  # no such column: GE reports it as on the whole file
             frame = pd.DataFrame(index=pd.RangeIndex(self.rows))
         else:
-            frame = tabular.read_columns(uri, fmt, columns, dtypes=dtypes)
+            frame = reading.read_columns(uri, fmt, columns, dtypes=dtypes)
         batch = self.batch_definition.get_batch(batch_parameters={"dataframe": frame})
         return batch.validate(plan.expectation, result_format=RESULT_FORMAT)
 
@@ -664,7 +665,7 @@ def _column_reader(
     uri: str, fmt: str, rows: int, column: str, dtypes: dict[str, Any]
 ) -> Callable[[], Iterator[pd.Series]]:
     def read() -> Iterator[pd.Series]:
-        for frame in tabular.iter_frames(uri, fmt, rows=rows, columns=[column], dtypes=dtypes):
+        for frame in reading.iter_frames(uri, fmt, rows=rows, columns=[column], dtypes=dtypes):
             yield frame[column]
 
     return read

@@ -9,7 +9,6 @@ moves, so a crash in between leaves the file in the landing zone to be processed
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -18,29 +17,24 @@ from dataclasses import asdict, dataclass, field
 
 import pandas as pd
 
-from include.mlops import landing, storage
-from include.mlops.chunked_validation import copy_as_parquet, should_stream, validate_file
-from include.mlops.errors import DataError, NothingToDo, ValidationFailed
-from include.mlops.ledger import Ledger
-from include.mlops.paths import resolve_project_path
-from include.mlops.spec import PipelineSpec
-from include.mlops.tabular import (
-    ContentCheck,
-    check_columns,
-    check_content,
-    detect_format,
-    read_frame,
-    read_header,
-    sniff_file,
-)
-from include.mlops.validation import (
+from include.mlops import storage
+from include.mlops.data import landing
+from include.mlops.data.chunked_validation import copy_as_parquet, should_stream, validate_file
+from include.mlops.data.columns import check_columns
+from include.mlops.data.content_checks import ContentCheck, check_content
+from include.mlops.data.ledger import Ledger
+from include.mlops.data.reading import detect_format, read_frame, read_header
+from include.mlops.data.report_files import QUARANTINE_TIME, link_digest, report_uris, write_reports
+from include.mlops.data.sniffing import sniff_file
+from include.mlops.data.validation import (
     ValidationOutcome,
     failure_report,
     load_suite,
-    render_data_docs,
-    render_html,
     validate_frame,
 )
+from include.mlops.errors import DataError, NothingToDo, ValidationFailed
+from include.mlops.paths import resolve_project_path
+from include.mlops.spec import PipelineSpec
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +147,7 @@ def ingest_file(spec: PipelineSpec, uri: str, *, run_id: str = "manual") -> Inge
     name = storage.basename(uri)
     link = _escaping_link(spec, uri)
     if link is not None:  # never read: quarantine the link itself, not what it points to
-        digest = _link_digest(link)
+        digest = link_digest(link)
         reason = (
             f"{name}: is a symbolic link to {os.path.realpath(link)}, outside the landing zone; "
             "it was not read - land the file itself"
@@ -223,41 +217,10 @@ def _publish(
     return IngestResult(name, status, digest, dataset, reports["html"], rows=rows, reports=reports)
 
 
-QUARANTINE_TIME = "%Y%m%dT%H%M%SZ"  # quarantine folders: <UTC time>-<sha256[:8]>
-REPORT_FILES = {"json": "validation.json", "html": "validation.html", "data_docs": "data_docs.html"}
-
-
-def report_uris(folder: str) -> dict[str, str]:
-    """Where a batch's reports live in its dataset or quarantine folder."""
-    return {kind: storage.join(folder, filename) for kind, filename in REPORT_FILES.items()}
-
-
-def write_reports(folder: str, result: dict, *, title: str) -> dict[str, str]:
-    """Write the three reports of one validation into ``folder``; returns their URIs.
-
-    The JSON first (the record), then our page, then Great Expectations' Data Docs page. A Data
-    Docs page GE cannot render is replaced by our page (``render_data_docs`` logs why), so
-    rendering never costs a batch its reports.
-    """
-    uris = report_uris(folder)
-    storage.write_json(uris["json"], result)
-    storage.write_text(uris["html"], render_html(result, title=title))
-    page, renderer = render_data_docs(result, title=title)
-    storage.write_text(uris["data_docs"], page)
-    if renderer != "great_expectations":
-        log.warning("%s: data_docs.html holds our own report (%s)", title, renderer)
-    return uris
-
-
 def _failure(reason: str, name: str, digest: str, run_id: str) -> dict:
     result = failure_report(reason)
     result["meta"] = {"source": name, "sha256": digest, "run_id": run_id}
     return result
-
-
-def _link_digest(path: str) -> str:
-    """What stands for a symbolic link's content: the sha256 of its target path (it is never read)."""
-    return hashlib.sha256(os.readlink(path).encode()).hexdigest()
 
 
 def _escaping_link(spec: PipelineSpec, uri: str) -> str | None:
@@ -281,7 +244,7 @@ def _quarantine(
     report = reports["html"]
     moved = storage.move(uri, storage.join(folder, name))
     moved_link = storage.local_path(moved) if link else None
-    check = _link_digest(moved_link) if moved_link else storage.sha256(moved)
+    check = link_digest(moved_link) if moved_link else storage.sha256(moved)
     if check != digest:  # never expected; says so loudly if storage misbehaves
         raise DataError(f"{name}: checksum changed while moving to quarantine ({moved})")
     summary = "; ".join(reasons[:5]) + (f"; and {len(reasons) - 5} more" if len(reasons) > 5 else "")
@@ -293,25 +256,3 @@ def _quarantine(
         report_uri=report,
         reports=reports,
     )
-
-
-def published_datasets(spec: PipelineSpec) -> list[dict]:
-    """Manifests of every complete published dataset, oldest first, with their ``uri``."""
-    manifests = []
-    for folder in storage.list_dirs(spec.uri("datasets")):
-        if storage.is_complete(folder):
-            manifest = storage.read_json(storage.join(folder, storage.SUCCESS))
-            manifests.append({**manifest, "uri": folder})
-    return sorted(manifests, key=lambda m: m.get("published_at", 0))
-
-
-def load_training_frame(spec: PipelineSpec) -> tuple[pd.DataFrame, list[dict]]:
-    """All published datasets, concatenated; later batches win on duplicate ids."""
-    manifests = published_datasets(spec)
-    if not manifests:
-        raise DataError(f"pipeline {spec.name}: no validated dataset has been published yet")
-    frames = [pd.read_parquet(storage.join(m["uri"], "data.parquet")) for m in manifests]
-    frame = pd.concat(frames, ignore_index=True)
-    if spec.data.id_column:
-        frame = frame.drop_duplicates(subset=[spec.data.id_column], keep="last", ignore_index=True)
-    return frame, manifests

@@ -8,8 +8,6 @@ split across retrains and the gate compares models on data neither of them was f
 from __future__ import annotations
 
 import hashlib
-import importlib
-import json
 import logging
 import tempfile
 from dataclasses import asdict, dataclass
@@ -20,19 +18,14 @@ import numpy as np
 import pandas as pd
 
 from include.mlops import metrics, tracking
-from include.mlops.errors import DataError, SpecError
-from include.mlops.ingest import load_training_frame
+from include.mlops.data.columns import feature_columns
+from include.mlops.data.datasets import load_training_frame
+from include.mlops.errors import DataError
+from include.mlops.model.estimators import build_model
+from include.mlops.monitoring.reference import write_reference
 from include.mlops.spec import PipelineSpec
-from include.mlops.tabular import feature_columns
 
 log = logging.getLogger(__name__)
-
-HOLDOUT_ARTIFACT = "data/holdout.parquet"
-REFERENCE_ARTIFACT = "data/reference.parquet"
-# Drift reference: per-column statistics of the whole training set and of the model's predictions
-# (include/mlops/drift_stats.py), and the predictions on the REFERENCE_ARTIFACT rows, in their order.
-REFERENCE_PROFILE_ARTIFACT = "data/reference_profile.json"
-REFERENCE_PREDICTIONS_ARTIFACT = "data/reference_predictions.parquet"
 
 
 @dataclass
@@ -47,56 +40,6 @@ class TrainResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def load_estimator(spec: PipelineSpec) -> Any:
-    """Instantiate the estimator named in the spec and check it fits the task."""
-    from sklearn.base import is_classifier, is_regressor
-
-    module_name, _, class_name = spec.training.estimator.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError):
-        raise SpecError(
-            f"{spec.source}: training.estimator: cannot import {spec.training.estimator}"
-        ) from None
-    try:
-        estimator = cls(**spec.training.params)
-    except TypeError as exc:
-        raise SpecError(f"{spec.source}: training.params: {exc}") from None
-    fits = is_classifier(estimator) if spec.data.task == "classification" else is_regressor(estimator)
-    if not fits:
-        raise SpecError(
-            f"{spec.source}: training.estimator: {spec.training.estimator} is not a {spec.data.task} estimator"
-        )
-    if "random_state" in estimator.get_params() and "random_state" not in spec.training.params:
-        estimator.set_params(random_state=spec.training.seed)
-    return estimator
-
-
-def build_model(spec: PipelineSpec, features: pd.DataFrame) -> Any:
-    """Preprocessing (impute, scale, one-hot) + estimator, as one picklable sklearn Pipeline."""
-    from sklearn.compose import ColumnTransformer
-    from sklearn.impute import SimpleImputer
-    from sklearn.pipeline import Pipeline, make_pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
-
-    numeric = [c for c in features.columns if pd.api.types.is_numeric_dtype(features[c])]
-    categorical = [c for c in features.columns if c not in numeric]
-    preprocess = ColumnTransformer(
-        [
-            ("numeric", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numeric),
-            (
-                "categorical",
-                make_pipeline(
-                    SimpleImputer(strategy="most_frequent"),
-                    OneHotEncoder(handle_unknown="ignore", sparse_output=False),
-                ),
-                categorical,
-            ),
-        ]
-    )
-    return Pipeline([("preprocess", preprocess), ("estimator", load_estimator(spec))])
 
 
 def holdout_mask(frame: pd.DataFrame, spec: PipelineSpec) -> np.ndarray:
@@ -198,7 +141,7 @@ def train(
                 min(len(x_train), spec.training.reference_rows), random_state=spec.training.seed
             )
             reference.to_parquet(Path(tmp) / "reference.parquet", index=False)
-            _write_drift_reference(Path(tmp), model, x_train, reference, seed=spec.training.seed)
+            write_reference(Path(tmp), model, x_train, reference, seed=spec.training.seed)
             for name in (
                 "holdout.parquet",
                 "reference.parquet",
@@ -217,7 +160,7 @@ def train(
             name="model",
             signature=signature,
             input_example=example.head(5),
-            skops_trusted_types=_own_types(model),
+            skops_trusted_types=own_types(model),
         )
         version = mlflow.register_model(info.model_uri, spec.model_name, tags=tags)
         client.set_registered_model_alias(spec.model_name, "challenger", version.version)
@@ -233,17 +176,6 @@ def train(
     )
 
 
-def _write_drift_reference(
-    folder: Path, model: Any, features: pd.DataFrame, sample: pd.DataFrame, *, seed: int
-) -> None:
-    """What the drift check compares with: statistics of all training rows, predictions of the sample."""
-    from include.mlops import drift
-
-    profile = drift.build_reference_profile(model, features, seed=seed)
-    (folder / "reference_profile.json").write_text(json.dumps(profile), encoding="utf-8")
-    drift.predict_frame(model, sample).to_parquet(folder / "reference_predictions.parquet", index=False)
-
-
 def _version_of_run(client: Any, model: str, lineage: dict[str, str] | None) -> Any:
     """The version an Airflow run already registered (a cleared and re-run task must not add another)."""
     if not lineage or not lineage.get("airflow.run_id"):
@@ -257,7 +189,7 @@ def _version_of_run(client: Any, model: str, lineage: dict[str, str] | None) -> 
     return None
 
 
-def _own_types(model: Any) -> list[str]:
+def own_types(model: Any) -> list[str]:
     """Types skops does not trust by default, in a model this process has just fitted itself.
 
     Trusting them is safe here because the file is ours; loading a file of unknown origin still
@@ -266,11 +198,3 @@ def _own_types(model: Any) -> list[str]:
     import skops.io
 
     return skops.io.get_untrusted_types(data=skops.io.dumps(model))
-
-
-def download_run_frame(run_id: str, artifact: str) -> pd.DataFrame:
-    import mlflow
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact, dst_path=tmp)
-        return pd.read_parquet(path)

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from include.mlops.gate.charts import COLORS, Chart, histogram
 from include.mlops.metrics import Scored, binary_curve
-from include.mlops.svg_charts import COLORS, Chart, histogram
 
 
 def confusion_table(target: np.ndarray, predicted: np.ndarray, labels: list[Any]) -> str:

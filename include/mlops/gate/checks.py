@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from include.mlops import bootstrap, metrics, storage
+from include.mlops import metrics, storage
+from include.mlops.data.reading import detect_format
+from include.mlops.gate import bootstrap
 from include.mlops.spec import PipelineSpec
-from include.mlops.tabular import detect_format
 
 
 def check(name: str, value: Any, passed: bool, limit: str, reason: str, **extra: Any) -> dict[str, Any]:

@@ -22,10 +22,10 @@ import uuid
 from typing import Any
 
 from include.mlops import storage
+from include.mlops.data.report_files import QUARANTINE_TIME, REPORT_FILES, report_uris
+from include.mlops.data.validation import STRUCTURAL_EXPECTATION, ValidationOutcome
 from include.mlops.errors import MlopsError
-from include.mlops.ingest import QUARANTINE_TIME, REPORT_FILES, report_uris
 from include.mlops.spec import PipelineSpec
-from include.mlops.validation import STRUCTURAL_EXPECTATION, ValidationOutcome
 
 MARKER = "RELEASED.json"
 

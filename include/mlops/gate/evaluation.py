@@ -10,60 +10,18 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-import urllib.parse
-import urllib.request
 import uuid
-from pathlib import Path
 from typing import Any
 
 from include.mlops import metrics, tracking
-from include.mlops.errors import GateFailed, NothingToDo, PromotionRefused
-from include.mlops.gate_checks import check
+from include.mlops.artifacts import HOLDOUT_ARTIFACT, download_run_frame
+from include.mlops.data.columns import feature_columns
+from include.mlops.errors import GateFailed, NothingToDo
+from include.mlops.gate.checks import check
 from include.mlops.spec import PipelineSpec
-from include.mlops.tabular import feature_columns
-from include.mlops.training import HOLDOUT_ARTIFACT, download_run_frame
+from include.mlops.tracking import alias_version, get_version, model_dir
 
 log = logging.getLogger(__name__)
-
-
-NOT_FOUND = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}
-
-
-def _alias_version(client: Any, model: str, alias: str) -> str | None:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return str(client.get_model_version_by_alias(model, alias).version)
-    except MlflowException as exc:
-        if exc.error_code in NOT_FOUND:  # no such model or alias; anything else (server down) propagates
-            return None
-        raise
-
-
-def get_version(client: Any, model: str, version: str) -> Any:
-    """The model version, or a deterministic error naming it (a typo in a UI param must not retry)."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return client.get_model_version(model, version)
-    except MlflowException as exc:
-        if getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
-            raise PromotionRefused(f"registered model {model!r} has no version {version!r}") from None
-        raise
-
-
-def model_dir(client: Any, model: str, version: str, download_to: str) -> Path:
-    """A version's model folder: read in place when the artifact store is a local folder (nothing is
-    copied or written there), else downloaded to ``download_to``."""
-    import mlflow
-
-    uri = client.get_model_version_download_uri(model, version)
-    parsed = urllib.parse.urlparse(uri)
-    if parsed.scheme == "file":
-        folder = Path(urllib.request.url2pathname(parsed.path))
-        if folder.is_dir():
-            return folder
-    return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=download_to))
 
 
 def decide(
@@ -153,19 +111,20 @@ def evaluate(
     """Gate one candidate version (default: the ``challenger``); raise GateFailed when it fails."""
     import mlflow
 
-    from include.mlops import gate_checks, gate_report
+    from include.mlops.gate import checks as gate_checks
+    from include.mlops.gate import report as gate_report
 
     client = tracking.client(tracking_uri)
     model = spec.model_name
     task = spec.data.task
     with tracking.service_errors(tracking_uri), tempfile.TemporaryDirectory() as tmp:
-        version = version or _alias_version(client, model, "challenger")
+        version = version or alias_version(client, model, "challenger")
         if version is None:
             raise NothingToDo(
                 f"pipeline {spec.name}: no candidate to evaluate (no 'challenger' alias on {model})"
             )
         candidate_mv = get_version(client, model, version)
-        champion_version = _alias_version(client, model, "champion")
+        champion_version = alias_version(client, model, "champion")
         if champion_version == version:
             champion_version = None  # re-evaluating the champion itself: judge it on thresholds alone
         holdout = download_run_frame(candidate_mv.run_id, HOLDOUT_ARTIFACT)

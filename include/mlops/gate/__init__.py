@@ -1,0 +1,1 @@
+"""The evaluation gate: metrics checks, champion comparison, bootstrap, and the decision report."""

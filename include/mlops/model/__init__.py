@@ -1,0 +1,1 @@
+"""The model: the estimator pipeline, training, and the registry (promotion, rollback, history)."""

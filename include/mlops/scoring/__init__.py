@@ -1,0 +1,1 @@
+"""Batch inference: the pinned champion scores the scoring inputs partition by partition."""
