@@ -46,7 +46,7 @@ test: venv browser
 	$(PY) -m pytest
 
 test-fast: venv browser
-	$(PY) -m pytest -m "not e2e"
+	$(PY) -m pytest -m "not e2e and not slow"
 
 test-e2e: venv
 	$(PY) -m pytest -m e2e

@@ -12,6 +12,8 @@ from mlops_airflow.links.reports import ALL as REPORT_LINKS
 
 
 class MlopsPlugin(AirflowPlugin):
+    """Registers the extra links, so the API server can render them for our tasks."""
+
     name = "airflow_mlops"
     operator_extra_links = [
         MlflowModelVersionLink(),

@@ -13,6 +13,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class PipelineAssets:
+    """The Assets one pipeline's stage DAGs hand work over with (one per stage outcome)."""
+
     validated: Asset
     candidate: Asset
     approved: Asset
@@ -22,6 +24,8 @@ class PipelineAssets:
 
 
 def pipeline_assets(pipeline: str) -> PipelineAssets:
+    """A pipeline's Assets, named ``mlops.<pipeline>.<stage>`` so that names never collide."""
+
     def make(stage: str) -> Asset:
         # Name-only Assets: a URI scheme would make Airflow load every provider's URI normalizers
         # (and boto3 with them) at DAG-parse time.

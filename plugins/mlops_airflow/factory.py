@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, Param, TriggerRule
+from airflow.sdk.definitions.asset import BaseAsset
 
 from include.mlops.spec import PipelineSpec
-from mlops_airflow.assets import landing_asset, pipeline_assets
+from include.mlops.tags import GATE_DECISION
+from mlops_airflow.assets import PipelineAssets, landing_asset, pipeline_assets
 from mlops_airflow.operators.ingest import (
     AnnounceDatasetsOperator,
     DiscoverLandedFilesOperator,
@@ -32,13 +35,16 @@ from mlops_airflow.operators.monitoring import (
 )
 
 START = datetime(2026, 1, 1)
+GATE_TAGS = GATE_DECISION.rpartition(".")[0] + ".*"  # "mlops.gate.*", named in the approval's body
 
 
 def dag_id(pipeline: str, stage: str) -> str:
+    """``<pipeline>__<stage>``: the one naming rule the UI, the tests and the tools rely on."""
     return f"{pipeline}__{stage}"
 
 
 def _default_args(spec: PipelineSpec) -> dict[str, Any]:
+    """Retries with exponential backoff for transient failures; deterministic ones never retry."""
     return {
         "owner": spec.owner,
         "retries": 2,
@@ -54,10 +60,12 @@ def schedules_enabled() -> bool:
 
 
 def _cron(cron: str | None) -> str | None:
+    """The spec's cron, unless schedules are disabled."""
     return cron if schedules_enabled() else None
 
 
-def _cron_or_assets(cron: str | None, assets: Any) -> Any:
+def _cron_or_assets(cron: str | None, assets: BaseAsset) -> BaseAsset | AssetOrTimeSchedule:
+    """Run on the Assets, and also on the spec's cron (as a sweep) when one is set and enabled."""
     cron = _cron(cron)
     if not cron:
         return assets
@@ -72,19 +80,29 @@ def _cron_or_assets(cron: str | None, assets: Any) -> Any:
     return AssetOrTimeSchedule(timetable=CronTriggerTimetable(cron, timezone="UTC"), assets=assets)
 
 
-def build_dags(spec: PipelineSpec) -> dict[str, DAG]:
-    """All stage DAGs of one pipeline, keyed by dag id."""
-    assets = pipeline_assets(spec.name)
-    common = {
-        "start_date": START,
-        "catchup": False,
-        "default_args": _default_args(spec),
-        "tags": ["mlops", f"pipeline:{spec.name}", *spec.tags],
-        "doc_md": spec.description or None,
-    }
-    base = {"pipeline": spec.name}
-    dags: dict[str, DAG] = {}
+class DagArgs(TypedDict):
+    """The keyword arguments every stage DAG of a pipeline shares (typed, so each DAG call is checked)."""
 
+    start_date: datetime
+    catchup: bool
+    default_args: dict[str, Any]
+    tags: list[str]
+    doc_md: str | None
+
+
+def _dag_args(spec: PipelineSpec) -> DagArgs:
+    """Start date, catch-up, retry policy, tags and docs shared by the pipeline's DAGs."""
+    return DagArgs(
+        start_date=START,
+        catchup=False,
+        default_args=_default_args(spec),
+        tags=["mlops", f"pipeline:{spec.name}", *spec.tags],
+        doc_md=spec.description or None,
+    )
+
+
+def ingest_dag(spec: PipelineSpec, assets: PipelineAssets, common: DagArgs) -> DAG:
+    """``<p>__ingest``: claim landed files, validate each one (mapped), announce what was published."""
     with DAG(
         dag_id(spec.name, "ingest"),
         # data.trigger: event -> the landing watcher's Asset (plus data.schedule as a sweep, if set).
@@ -97,24 +115,27 @@ def build_dags(spec: PipelineSpec) -> dict[str, DAG]:
         max_active_runs=1,
         **common,
     ) as dag:
-        discover = DiscoverLandedFilesOperator(task_id="discover", **base)
-        validate = ValidateAndPublishOperator.partial(task_id="validate", retries=0, **base).expand(
-            uri=discover.output
-        )
+        discover = DiscoverLandedFilesOperator(task_id="discover", pipeline=spec.name)
+        validate = ValidateAndPublishOperator.partial(
+            task_id="validate", retries=0, pipeline=spec.name
+        ).expand(uri=discover.output)
         announce = AnnounceDatasetsOperator(
             task_id="announce",
             validate_task_id="validate",
             outlets=[assets.validated],
             trigger_rule=TriggerRule.ALL_DONE,
-            **base,
+            pipeline=spec.name,
         )
         # A leaf that fails when any file was quarantined, so the run shows as failed.
         from airflow.providers.standard.operators.empty import EmptyOperator
 
         verdict = EmptyOperator(task_id="all_files_valid", trigger_rule=TriggerRule.ALL_SUCCESS)
         validate >> [announce, verdict]
-        dags[dag.dag_id] = dag
+    return dag
 
+
+def train_dag(spec: PipelineSpec, assets: PipelineAssets, common: DagArgs) -> DAG:
+    """``<p>__train``: train on new validated data or on a retraining request."""
     with DAG(
         dag_id(spec.name, "train"),
         schedule=assets.validated | assets.retrain_requested,
@@ -122,9 +143,12 @@ def build_dags(spec: PipelineSpec) -> dict[str, DAG]:
         max_active_runs=1,
         **common,
     ) as dag:
-        TrainModelOperator(task_id="train", outlets=[assets.candidate], **base)
-        dags[dag.dag_id] = dag
+        TrainModelOperator(task_id="train", outlets=[assets.candidate], pipeline=spec.name)
+    return dag
 
+
+def evaluate_dag(spec: PipelineSpec, assets: PipelineAssets, common: DagArgs) -> DAG:
+    """``<p>__evaluate``: gate each new candidate (or a version given in the UI)."""
     with DAG(
         dag_id(spec.name, "evaluate"),
         schedule=assets.candidate,
@@ -136,10 +160,16 @@ def build_dags(spec: PipelineSpec) -> dict[str, DAG]:
         **common,
     ) as dag:
         EvaluateModelOperator(
-            task_id="evaluate", version="{{ params.version or '' }}", outlets=[assets.approved], **base
+            task_id="evaluate",
+            version="{{ params.version or '' }}",
+            outlets=[assets.approved],
+            pipeline=spec.name,
         )
-        dags[dag.dag_id] = dag
+    return dag
 
+
+def promote_dag(spec: PipelineSpec, assets: PipelineAssets, common: DagArgs) -> DAG:
+    """``<p>__promote``: compare-and-set promotion, behind a human approval when the spec asks."""
     with DAG(
         dag_id(spec.name, "promote"),
         schedule=assets.approved,
@@ -153,7 +183,10 @@ def build_dags(spec: PipelineSpec) -> dict[str, DAG]:
         **common,
     ) as dag:
         promote = PromoteModelOperator(
-            task_id="promote", version="{{ params.version or '' }}", outlets=[assets.champion], **base
+            task_id="promote",
+            version="{{ params.version or '' }}",
+            outlets=[assets.champion],
+            pipeline=spec.name,
         )
         if spec.registry.approval == "manual":
             from mlops_airflow.operators.approval import PromotionApprovalOperator
@@ -165,14 +198,17 @@ def build_dags(spec: PipelineSpec) -> dict[str, DAG]:
                 subject=f"Promote a new {spec.name} champion?",
                 body=(
                     "The gate passed for the candidate that triggered this run. Read its decision record "
-                    "(tags `mlops.gate.*` and artifact `gate/` of its MLflow run), then Approve or Reject. "
+                    f"(tags `{GATE_TAGS}` and artifact `gate/` of its MLflow run), then Approve or Reject. "
                     "A rejection is recorded in the model's promotion history."
                 ),
                 retries=0,
             )
             approve >> promote
-        dags[dag.dag_id] = dag
+    return dag
 
+
+def rollback_dag(spec: PipelineSpec, assets: PipelineAssets, common: DagArgs) -> DAG:
+    """``<p>__rollback``: one UI trigger restores the previous (or a named) champion."""
     with DAG(
         dag_id(spec.name, "rollback"),
         schedule=None,
@@ -182,10 +218,16 @@ def build_dags(spec: PipelineSpec) -> dict[str, DAG]:
         **common,
     ) as dag:
         RollbackModelOperator(
-            task_id="rollback", to_version="{{ params.to_version or '' }}", outlets=[assets.champion], **base
+            task_id="rollback",
+            to_version="{{ params.to_version or '' }}",
+            outlets=[assets.champion],
+            pipeline=spec.name,
         )
-        dags[dag.dag_id] = dag
+    return dag
 
+
+def inference_dag(spec: PipelineSpec, assets: PipelineAssets, common: DagArgs) -> DAG:
+    """``<p>__inference``: score new partitions with one pinned champion, one mapped task each."""
     with DAG(
         dag_id(spec.name, "inference"),
         schedule=_cron_or_assets(spec.inference.schedule, assets.champion),
@@ -197,14 +239,14 @@ def build_dags(spec: PipelineSpec) -> dict[str, DAG]:
         # One mapped task per pending partition (input file or date folder), all with the version
         # `resolve` pinned; `collect` runs once every partition is committed.
         partitions = ListScoringPartitionsOperator(
-            task_id="partitions", rescore="{{ params.rescore }}", **base
+            task_id="partitions", rescore="{{ params.rescore }}", pipeline=spec.name
         )
-        resolve = ResolveChampionOperator(task_id="resolve", **base)
+        resolve = ResolveChampionOperator(task_id="resolve", pipeline=spec.name)
         score = ScorePartitionOperator.partial(
             task_id="score",
             champion=resolve.output,
             map_index_template="{{ task.partition.rstrip('/').rsplit('/', 1)[-1] }}",
-            **base,
+            pipeline=spec.name,
         ).expand(partition=partitions.output)
         partitions >> resolve  # nothing to score: no MLflow call
         CollectPredictionsOperator(
@@ -212,10 +254,13 @@ def build_dags(spec: PipelineSpec) -> dict[str, DAG]:
             champion=resolve.output,
             results=score.output,
             outlets=[assets.predictions],
-            **base,
+            pipeline=spec.name,
         )
-        dags[dag.dag_id] = dag
+    return dag
 
+
+def drift_dag(spec: PipelineSpec, assets: PipelineAssets, common: DagArgs) -> DAG:
+    """``<p>__drift``: check drift (and labelled performance) and request retraining when due."""
     with DAG(
         dag_id(spec.name, "drift"),
         schedule=_cron(spec.monitoring.schedule),
@@ -223,7 +268,7 @@ def build_dags(spec: PipelineSpec) -> dict[str, DAG]:
         max_active_runs=1,
         **common,
     ) as dag:
-        check = DriftCheckOperator(task_id="check_drift", **base)
+        check = DriftCheckOperator(task_id="check_drift", pipeline=spec.name)
         labelled = spec.monitoring.labels is not None
         request = RequestRetrainOperator(
             task_id="request_retrain",
@@ -232,11 +277,29 @@ def build_dags(spec: PipelineSpec) -> dict[str, DAG]:
             outlets=[assets.retrain_requested],
             # with labels: act on whichever check found something (no labels yet skips one of them)
             trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS if labelled else TriggerRule.ALL_SUCCESS,
-            **base,
+            pipeline=spec.name,
         )
         check >> request
         if labelled:
-            PerformanceCheckOperator(task_id="check_performance", **base) >> request
-        dags[dag.dag_id] = dag
+            PerformanceCheckOperator(task_id="check_performance", pipeline=spec.name) >> request
+    return dag
 
-    return dags
+
+StageBuilder = Callable[[PipelineSpec, PipelineAssets, DagArgs], DAG]
+STAGES: tuple[StageBuilder, ...] = (
+    ingest_dag,
+    train_dag,
+    evaluate_dag,
+    promote_dag,
+    rollback_dag,
+    inference_dag,
+    drift_dag,
+)
+
+
+def build_dags(spec: PipelineSpec) -> dict[str, DAG]:
+    """All stage DAGs of one pipeline, keyed by dag id."""
+    assets = pipeline_assets(spec.name)
+    common = _dag_args(spec)
+    dags = (build(spec, assets, common) for build in STAGES)
+    return {dag.dag_id: dag for dag in dags}

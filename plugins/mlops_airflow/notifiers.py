@@ -29,6 +29,7 @@ class PipelineEventNotifier(BaseNotifier):
         from_email: str | None = None,
         smtp_conn_id: str = "smtp_default",
     ) -> None:
+        """Only store the values: the SMTP provider is imported when a message is sent."""
         super().__init__()
         self.notice = notice
         self.notifier = notifier
@@ -37,6 +38,7 @@ class PipelineEventNotifier(BaseNotifier):
         self.smtp_conn_id = smtp_conn_id
 
     def notify(self, context: Context) -> None:
+        """Send the notice by e-mail (``smtp``) or write it to the task log (``log``)."""
         if self.notifier == "smtp":
             from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 

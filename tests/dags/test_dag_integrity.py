@@ -1,14 +1,20 @@
 """DAG integrity: every DAG imports, has an owner, tags and a retry policy, and parsing stays cheap.
 
 Parsing runs in a fresh interpreter so that ``sys.modules`` shows exactly what the DAG files pull in.
+The failure-semantics checks build the DAGs in this process to reach the operators themselves.
 """
 
 from __future__ import annotations
 
+import ast
+import importlib
+import inspect
 import json
 import os
+import pkgutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -29,6 +35,29 @@ HEAVY = (
     "google.cloud",
 )
 STAGES = ("ingest", "train", "evaluate", "promote", "rollback", "inference", "drift")
+# Tasks that talk to a service (MLflow, the object store, the landing zone and its ledger): a
+# transient failure there must be retried, so each needs retries >= 1.
+SERVICE_TASKS = {
+    "discover",
+    "announce",
+    "train",
+    "evaluate",
+    "promote",
+    "rollback",
+    "partitions",
+    "resolve",
+    "score",
+    "collect",
+    "check_drift",
+    "check_performance",
+    "request_retrain",
+}
+# Tasks that run with retries=0 on purpose, and why.
+NO_RETRY = {
+    "validate": "a bad file fails the same way again; announce gives a transiently failed file back",
+    "approve": "a retry would put the question to a person again",
+}
+LOCAL_TASKS = {"all_files_valid"}  # an EmptyOperator verdict: no service involved
 
 PARSE = """
 import json, sys
@@ -41,6 +70,7 @@ def loaded(name):
     return name in sys.modules
 print(json.dumps({
     "dags": {d.dag_id: {"owner": d.owner, "tags": sorted(d.tags), "retries": [t.retries for t in d.tasks],
+                        "task_retries": {t.task_id: t.retries for t in d.tasks},
                         "schedule": repr(d.timetable), "params": sorted(d.params.keys()),
                         "tasks": sorted(t.task_id for t in d.tasks)}
              for d in bag.dags.values()},
@@ -152,3 +182,138 @@ def test_inference_scores_each_partition_in_a_mapped_task(parsed):
 def test_labels_add_a_performance_check_that_can_request_retraining(parsed):
     assert parsed["dags"]["churn__drift"]["tasks"] == ["check_drift", "check_performance", "request_retrain"]
     assert parsed["dags"]["housing__drift"]["tasks"] == ["check_drift", "request_retrain"]
+
+
+def test_service_tasks_retry_and_only_deliberate_ones_do_not(tmp_path, pipelines_dir):
+    spec = (pipelines_dir / "churn.yaml").read_text().replace("approval: auto", "approval: manual")
+    (pipelines_dir / "churn.yaml").write_text(spec)  # so that the approval task is checked too
+    parsed = parse_dags(tmp_path, MLOPS_PIPELINES_DIR=str(pipelines_dir))
+    seen: set[str] = set()
+    for dag_id, dag in parsed["dags"].items():
+        for task_id, retries in dag["task_retries"].items():
+            seen.add(task_id)
+            assert task_id in SERVICE_TASKS | set(NO_RETRY) | LOCAL_TASKS, f"{dag_id}.{task_id}: classify it"
+            if task_id in SERVICE_TASKS:
+                assert retries is not None and retries >= 1, f"{dag_id}.{task_id} talks to a service"
+            if task_id in NO_RETRY:
+                assert retries == 0, f"{dag_id}.{task_id}: {NO_RETRY[task_id]}"
+    assert seen == SERVICE_TASKS | set(NO_RETRY) | LOCAL_TASKS  # every class above is exercised
+
+
+def built_tasks(spec_name: str) -> list:
+    """Every task of one pipeline's DAGs, built in this process."""
+    from include.mlops.spec import find_spec
+    from mlops_airflow.factory import build_dags
+
+    return [task for dag in build_dags(find_spec(spec_name)).values() for task in dag.tasks]
+
+
+def probe(task):
+    """An instance of ``task``'s operator class (a mapped task gets placeholder mapped arguments)."""
+    from airflow.sdk.definitions.mappedoperator import MappedOperator
+
+    from mlops_airflow.operators.base import PipelineOperator
+
+    if not isinstance(task, MappedOperator):
+        return task
+    cls = task.operator_class
+    own = {
+        name
+        for klass in cls.__mro__
+        if issubclass(klass, PipelineOperator) and "__init__" in vars(klass)
+        for name in inspect.signature(klass.__init__).parameters
+    }
+    kwargs = {k: ({} if k == "champion" else v) for k, v in task.partial_kwargs.items() if k in own}
+    kwargs.update({name: "probe" for name in task.expand_input.value})
+    return cls(task_id=f"{task.task_id}_probe", **kwargs)
+
+
+def test_every_service_task_fails_without_retry_on_deterministic_errors_and_retries_transient_ones(
+    pipelines_dir,
+):
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+    from include.mlops.errors import DataError, PromotionRefused, ServiceUnavailable
+    from mlops_airflow.operators.base import PipelineOperator
+
+    context = {"run_id": "manual__1", "dag": None, "task": None}
+    checked = set()
+    for task in built_tasks("churn"):
+        if task.task_id not in SERVICE_TASKS:
+            continue
+        operator = probe(task)
+        assert isinstance(operator, PipelineOperator), f"{task.task_id} bypasses the error translation"
+        for deterministic in (DataError("bad column"), PromotionRefused("champion moved")):
+
+            def fail(context, exc=deterministic):
+                raise exc
+
+            operator.run = fail
+            with pytest.raises(AirflowFailException, match=str(deterministic)):
+                operator.execute(context)
+
+        def unavailable(context):
+            raise ServiceUnavailable("tracking server down")
+
+        operator.run = unavailable
+        with pytest.raises(AirflowException, match="server down") as raised:
+            operator.execute(context)
+        assert not isinstance(raised.value, AirflowFailException), f"{task.task_id} must retry"
+        checked.add(task.task_id)
+    assert checked == SERVICE_TASKS
+
+
+def plugin_task_classes() -> list[type]:
+    """Every operator, sensor and notifier class defined in the plugins package, found by walking it."""
+    from airflow.sdk import BaseNotifier, BaseOperator
+
+    import mlops_airflow
+
+    found = set()
+    for info in pkgutil.walk_packages(mlops_airflow.__path__, "mlops_airflow."):
+        module = importlib.import_module(info.name)
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if issubclass(cls, BaseOperator | BaseNotifier) and cls.__module__.startswith("mlops_airflow"):
+                found.add(cls)
+    return sorted(found, key=lambda c: f"{c.__module__}.{c.__qualname__}")
+
+
+def conn_id_attributes(cls: type) -> set[str]:
+    """Names ending in ``conn_id`` that the class or its project bases take or set on ``self``."""
+    names = set()
+    for klass in cls.__mro__:
+        if not klass.__module__.startswith("mlops_airflow"):
+            continue
+        if "__init__" in vars(klass):
+            names |= {p for p in inspect.signature(klass.__init__).parameters if p.endswith("conn_id")}
+        for node in ast.walk(ast.parse(textwrap.dedent(inspect.getsource(klass)))):
+            targets = node.targets if isinstance(node, ast.Assign) else []
+            names |= {
+                t.attr
+                for t in targets
+                if isinstance(t, ast.Attribute)
+                and isinstance(t.value, ast.Name)
+                and t.value.id == "self"
+                and t.attr.endswith("conn_id")
+            }
+    return names
+
+
+def test_every_conn_id_of_every_plugin_task_class_is_templated():
+    classes = plugin_task_classes()
+    by_name = {cls.__name__: cls for cls in classes}
+    # the walk finds every kind: stage operators, the sensor, the approval operator, the notifier
+    assert {
+        "TrainModelOperator",
+        "LandingFileSensor",
+        "PromotionApprovalOperator",
+        "PipelineEventNotifier",
+    } <= set(by_name)
+    assert conn_id_attributes(by_name["LandingFileSensor"]) == {"conn_id"}
+    assert conn_id_attributes(by_name["PromotionApprovalOperator"]) == {"mlflow_conn_id"}
+    missing = {
+        cls.__name__: sorted(conn_id_attributes(cls) - set(cls.template_fields))
+        for cls in classes
+        if conn_id_attributes(cls) - set(cls.template_fields)
+    }
+    assert missing == {}, f"connection ids that Jinja cannot template: {missing}"

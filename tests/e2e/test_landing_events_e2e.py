@@ -52,14 +52,14 @@ def watched(api):
         yield find_spec(PIPELINE)
     finally:
         path.unlink()
-        api._request("PATCH", f"/api/v2/dags/{INGEST}", {"is_paused": True})
+        api.pause(INGEST)
 
 
 def _watcher(api) -> dict:
     """The landing Asset once its watcher is registered (the DAG is parsed, active and unpaused)."""
     deadline = time.monotonic() + TIMEOUT
     while time.monotonic() < deadline:
-        assets = api._request("GET", f"/api/v2/assets?name_pattern={ASSET}")["assets"]
+        assets = api.assets(ASSET)
         found = [a for a in assets if a["name"] == ASSET and a["watchers"]]
         if found:
             return found[0]
@@ -77,7 +77,7 @@ def _ingested(api, known: set[str]) -> tuple[dict, list[str]]:
 
 def test_a_landed_file_starts_one_ingest_run_through_the_asset_watcher(api, watched):
     api.wait_for_dags([INGEST, TRAIN])
-    api._request("PATCH", f"/api/v2/dags/{TRAIN}", {"is_paused": True})  # this test stops at ingestion
+    api.pause(TRAIN)  # this test stops at ingestion
     api.unpause(INGEST)
     asset = _watcher(api)
     assert asset["watchers"][0]["name"] == f"{PIPELINE}__landing"
@@ -87,7 +87,7 @@ def test_a_landed_file_starts_one_ingest_run_through_the_asset_watcher(api, watc
     run, claimed = _ingested(api, before)
     assert run["run_type"] == "asset_triggered"
     assert claimed == [first]
-    events = api._request("GET", f"/api/v2/assets/events?asset_id={asset['id']}")["asset_events"]
+    events = api.asset_events(asset["id"])
     payloads = [e["extra"]["payload"] for e in events if e["extra"].get("from_trigger")]
     assert [f["uri"] for f in payloads[0]["files"]] == [first]
 

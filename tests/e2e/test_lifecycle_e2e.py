@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 def test_no_import_errors_and_settings_loaded(api):
     assert api.import_errors() == []
-    conn = api._request("GET", "/api/v2/connections/mlops_gcs")
+    conn = api.connection("mlops_gcs")
     assert '"keyFile"' in conn["extra"]  # extras keep the case of their keys
 
 

@@ -25,8 +25,9 @@ from airflow.sdk.exceptions import TaskDeferred
 
 from include.mlops.data import landing
 from include.mlops.data.ledger import Ledger
+from mlops_airflow.hooks.landing import list_landing
 from mlops_airflow.sensors.landing import LandingFileSensor
-from mlops_airflow.triggers.landing import LandingFileTrigger, list_landing
+from mlops_airflow.triggers.landing import LandingFileTrigger
 
 SETTLE = 60  # seconds; the fake clock jumps past it
 S3_CONN, GCS_CONN = "landing_s3_test", "landing_gcs_test"
@@ -423,19 +424,48 @@ def test_hooks_and_fsspec_see_the_same_versions(zone, monkeypatch):
     assert by_hooks["a.csv"] == by_fsspec["a.csv"]
 
 
-def test_the_trigger_round_trips_through_serialisation():
+def test_the_trigger_round_trips_through_serialisation(state, tmp_path, monkeypatch):
+    """What the triggerer does: import the classpath, build from the kwargs; the rebuilt trigger is
+    the same trigger (same serialisation, same watcher hash) and fires the same event."""
     from airflow.sdk.module_loading import import_string
     from airflow.serialization.encoders import encode_trigger
     from airflow.triggers.base import BaseEventTrigger
 
-    trigger = LandingFileTrigger(pipeline="p", landing="{MLOPS_DATA_ROOT}/landing/p", conn_id="c", watch=True)
+    zone = _local_zone(tmp_path)
+    monkeypatch.setenv("MLOPS_DATA_ROOT", str(tmp_path))
+    trigger = LandingFileTrigger(
+        pipeline="p",
+        landing="{MLOPS_DATA_ROOT}/landing",  # expanded in the triggerer, not serialised expanded
+        conn_id=None,
+        settle_seconds=SETTLE,
+        poll_interval=0.01,
+        claim_timeout=3600,
+        reannounce_after=5,
+        watch=False,
+    )
     classpath, kwargs = trigger.serialize()
     assert classpath == "mlops_airflow.triggers.landing.LandingFileTrigger"
-    assert import_string(classpath)(**kwargs).serialize() == (classpath, kwargs)
     assert json.loads(json.dumps(kwargs)) == kwargs  # primitives only
-    encoded = encode_trigger(trigger)
-    assert encoded["classpath"] == classpath
-    assert BaseEventTrigger.hash(classpath, kwargs) == BaseEventTrigger.hash(*trigger.serialize())
+    rebuilt = import_string(classpath)(**kwargs)
+    assert type(rebuilt) is LandingFileTrigger and rebuilt is not trigger
+    assert rebuilt.serialize() == (classpath, kwargs)
+    assert {k: getattr(rebuilt, k) for k in kwargs} == kwargs
+    assert encode_trigger(rebuilt)["classpath"] == classpath
+    assert BaseEventTrigger.hash(*rebuilt.serialize()) == BaseEventTrigger.hash(*trigger.serialize())
+
+    zone.put("a.csv", b"1,2")
+    zone.put("b.csv.part", b"1")  # not complete: in neither event
+    clock = Clock()
+    clock.settle()
+
+    async def events(t: LandingFileTrigger) -> list[dict]:
+        t._clock = clock
+        return [event.payload async for event in t.run()]
+
+    original, again = run(events(trigger)), run(events(rebuilt))
+    assert original == again
+    assert [names(p) for p in original] == [["a.csv"]]
+    assert original[0]["landing"] == zone.landing
 
 
 # The sensor --------------------------------------------------------------------------------------
@@ -447,7 +477,19 @@ def make_sensor(zone: Zone) -> LandingFileSensor:
         conn_id=zone.conn_id,
         settle_seconds=SETTLE,
         poll_interval=0.01,
+        deferrable=True,
     )
+
+
+def test_the_sensor_is_deferrable_by_airflows_default_like_the_providers_sensors():
+    import inspect
+
+    from airflow.sdk import conf
+
+    default = inspect.signature(LandingFileSensor.__init__).parameters["deferrable"].default
+    assert default == conf.getboolean("operators", "default_deferrable", fallback=False)
+    assert LandingFileSensor(task_id="s", pipeline="churn").deferrable is default
+    assert LandingFileSensor(task_id="s", pipeline="churn", deferrable=True).deferrable is True
 
 
 def test_the_sensor_defers_then_returns_what_the_trigger_found(zone, pipelines_dir):

@@ -178,3 +178,71 @@ def test_inference_operators_pass_the_run_and_the_pinned_champion(monkeypatch):
         "rows": 12,
         "outputs": ["o1", "o2"],
     }
+
+
+def test_our_exceptions_keep_airflows_retry_semantics(operator):
+    from mlops_airflow.exceptions import MlopsTaskError, PipelineFailed, PipelineRetryable
+
+    with pytest.raises(PipelineFailed) as failed:
+        operator.call_core(raising(DataError("bad file")))
+    with pytest.raises(PipelineRetryable) as retried:
+        operator.call_core(raising(ServiceUnavailable("down")))
+    assert isinstance(failed.value, AirflowFailException) and isinstance(failed.value, MlopsTaskError)
+    assert isinstance(retried.value, MlopsTaskError) and not isinstance(retried.value, AirflowFailException)
+
+
+def test_lineage_uses_the_tag_names_of_the_core():
+    from types import SimpleNamespace
+
+    from include.mlops import tags
+
+    context = {"dag": SimpleNamespace(dag_id="d"), "run_id": "r", "task": SimpleNamespace(task_id="t")}
+    assert PipelineOperator.lineage(context) == {
+        tags.AIRFLOW_DAG_ID: "d",
+        tags.AIRFLOW_RUN_ID: "r",
+        tags.AIRFLOW_TASK_ID: "t",
+    }
+
+
+def test_gate_decision_tags_read_back_the_champion_the_gate_saw():
+    from include.mlops import tags
+    from include.mlops.gate.decision_tags import GateDecisionTags
+
+    passed = GateDecisionTags.from_tags(
+        "4",
+        {tags.GATE_DECISION: tags.GATE_PASSED, tags.GATE_ID: "g1", tags.GATE_CHAMPION_VERSION: "3"},
+    )
+    assert passed.passed and passed.champion_version == "3" and passed.decision_id == "g1"
+    first = GateDecisionTags.from_tags(
+        "1", {tags.GATE_DECISION: tags.GATE_PASSED, tags.GATE_CHAMPION_VERSION: "none"}
+    )
+    assert first.champion_version is None  # no champion when it was gated
+    untagged = GateDecisionTags.from_tags("2", {})
+    assert not untagged.passed and untagged.champion_version is None and untagged.decision is None
+
+
+def test_promote_expects_the_champion_recorded_by_the_gate(monkeypatch, pipelines_dir):
+    from types import SimpleNamespace
+
+    from include.mlops.gate import decision_tags
+    from include.mlops.model import registry
+    from mlops_airflow.operators.model import PromoteModelOperator
+
+    read, promoted = [], []
+
+    def read_decision_tags(model, version, *, tracking_uri):
+        read.append((model, version, tracking_uri))
+        return decision_tags.GateDecisionTags("5", "passed", "g", "4", None)
+
+    def promote(spec, **kw):
+        promoted.append(kw)
+        return {"champion": "5", "previous_champion": "4", "changed": False}
+
+    monkeypatch.setattr(decision_tags, "read_decision_tags", read_decision_tags)
+    monkeypatch.setattr(registry, "promote", promote)
+    operator = PromoteModelOperator(task_id="promote", pipeline="churn", version="5")
+    operator.tracking_uri = "sqlite:///x.db"  # cached_property: no connection lookup
+    context = {"run_id": "r", "dag": SimpleNamespace(dag_id="d"), "task": SimpleNamespace(task_id="promote")}
+    assert operator.execute(context)["champion"] == "5"
+    assert read == [(operator.spec.model_name, "5", "sqlite:///x.db")]
+    assert promoted[0]["expected_champion"] == "4" and promoted[0]["version"] == "5"

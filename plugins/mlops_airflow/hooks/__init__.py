@@ -1,0 +1,1 @@
+"""Hooks: how the tasks reach services (MLflow, the landing zone's stores) from an Airflow connection."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from airflow.sdk import BaseHook
-from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
+from airflow.sdk.exceptions import AirflowNotFoundException
+
+from mlops_airflow.exceptions import PipelineFailed
 
 
 class MlflowHook(BaseHook):
@@ -22,10 +24,13 @@ class MlflowHook(BaseHook):
     hook_name = "MLflow"
 
     def __init__(self, mlflow_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        """Only store the connection id: it is looked up by ``get_tracking_uri``."""
         super().__init__(**kwargs)
         self.mlflow_conn_id = mlflow_conn_id
 
     def get_tracking_uri(self) -> str:
+        """The URI from the connection (extra ``tracking_uri``, else scheme/host/port); a missing or
+        incomplete named connection fails without retry (a retry cannot fix configuration)."""
         from include.mlops.tracking import default_tracking_uri
 
         try:
@@ -35,7 +40,7 @@ class MlflowHook(BaseHook):
                 uri = default_tracking_uri()
                 self.log.info("No %r connection; using tracking URI %s", self.mlflow_conn_id, uri)
                 return uri
-            raise AirflowFailException(
+            raise PipelineFailed(
                 f"Airflow connection {self.mlflow_conn_id!r} is not defined: add it to airflow_settings.yaml "
                 "(or AIRFLOW_CONN_... / your secrets backend) with the MLflow tracking server's host and port"
             ) from None
@@ -43,7 +48,7 @@ class MlflowHook(BaseHook):
         if extra.get("tracking_uri"):
             return extra["tracking_uri"]
         if not conn.host:
-            raise AirflowFailException(
+            raise PipelineFailed(
                 f"connection {self.mlflow_conn_id!r} has neither a host nor extra.tracking_uri"
             )
         scheme = conn.schema or "http"

@@ -38,16 +38,22 @@ def remember(
 
 
 class MlflowModelVersionLink(BaseOperatorLink):
+    """The model version the task registered, judged or promoted."""
+
     name = "MLflow model version"
 
     def get_link(self, operator: Any, *, ti_key: Any) -> str:
+        """The URL ``remember`` stored, or nothing (no link rather than a broken page)."""
         return getattr(operator, "mlflow_links", {}).get("version", "")
 
 
 class MlflowRunLink(BaseOperatorLink):
+    """The MLflow run the task created (training, the gate's evaluation)."""
+
     name = "MLflow run"
 
     def get_link(self, operator: Any, *, ti_key: Any) -> str:
+        """The URL ``remember`` stored, or nothing (no link rather than a broken page)."""
         return getattr(operator, "mlflow_links", {}).get("run", "")
 
 

@@ -39,6 +39,7 @@ class ReportLink(BaseOperatorLink):
     kinds: tuple[str, ...] = ()
 
     def get_link(self, operator: Any, *, ti_key: Any) -> str:
+        """Read the task instance's report URIs from XCom; a browser URL, or nothing if missing."""
         from airflow.sdk.execution_time.xcom import XCom
 
         try:
@@ -61,6 +62,8 @@ class ValidationReportLink(ReportLink):
 
 
 class ValidationJsonLink(ReportLink):
+    """The Great Expectations result of the batch, as JSON (for tools rather than people)."""
+
     name = "Validation result (JSON)"
     source_key = XCOM_KEY
     kinds = ("json",)
@@ -74,6 +77,8 @@ class DriftReportLink(ReportLink):
 
 
 class DriftJsonLink(ReportLink):
+    """The drift check's summary as JSON (share, threshold, drifted columns)."""
+
     name = "Drift summary (JSON)"
     kinds = ("summary_json", "report_json")
 

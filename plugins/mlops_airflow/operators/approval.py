@@ -8,13 +8,13 @@ from typing import Any
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Context
 
-from mlops_airflow.operators.base import PipelineOperator
+from mlops_airflow.operators.base import PipelineMixin
 from mlops_airflow.operators.model import approved_version
 
 REJECTION_ATTEMPTS = 3
 
 
-class PromotionApprovalOperator(ApprovalOperator):
+class PromotionApprovalOperator(PipelineMixin, ApprovalOperator):
     """Waits for Approve / Reject in the Airflow UI; a rejection is written to the model's history.
 
     On Reject the promote task is skipped (ApprovalOperator's behaviour) and the champion stays.
@@ -30,12 +30,14 @@ class PromotionApprovalOperator(ApprovalOperator):
         mlflow_conn_id: str = "mlflow_default",
         **kwargs: Any,
     ) -> None:
+        """Only store the values: the spec and the connection are read when a rejection is recorded."""
         super().__init__(**kwargs)
         self.pipeline = pipeline
         self.version = version
         self.mlflow_conn_id = mlflow_conn_id
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        """Record a rejection in the model's history first, then let ApprovalOperator skip or go on."""
         chosen = (event.get("chosen_options") or [None])[0]
         if "error" not in event and chosen == self.REJECT:
             self._record_rejection(context, event)
@@ -44,8 +46,6 @@ class PromotionApprovalOperator(ApprovalOperator):
     def _record_rejection(self, context: Context, event: dict[str, Any]) -> None:
         from include.mlops.errors import ServiceUnavailable
         from include.mlops.model.registry import record_rejection
-        from include.mlops.spec import find_spec
-        from mlops_airflow.hooks.mlflow_tracking import MlflowHook
 
         version = self.version or approved_version(context)
         if not version:
@@ -53,16 +53,16 @@ class PromotionApprovalOperator(ApprovalOperator):
             return
         user = event.get("responded_by_user") or {}
         who = user.get("name") or user.get("id") or "unknown user"
-        lineage = {**PipelineOperator.lineage(context), "triggered_by": f"ui:{who}"}
+        lineage = {**self.lineage(context), "triggered_by": f"ui:{who}"}
         # The answer cannot be asked for again, so a busy store gets a few tries before the task fails
         # (a retry of this task would put the question to a person once more).
         for attempt in range(1, REJECTION_ATTEMPTS + 1):
             try:
                 record_rejection(
-                    find_spec(self.pipeline),
+                    self.spec,
                     version=version,
                     reason=f"promotion rejected in the Airflow UI by {who}",
-                    tracking_uri=MlflowHook(mlflow_conn_id=self.mlflow_conn_id).get_tracking_uri(),
+                    tracking_uri=self.tracking_uri,
                     lineage=lineage,
                 )
                 break

@@ -20,9 +20,10 @@ class DiscoverLandedFilesOperator(PipelineOperator):
     """
 
     def run(self, context: Context) -> list[str]:
+        """Claim this run's files in the ledger; skip the run when none is left."""
         from include.mlops.data.ingest import discover
         from include.mlops.errors import NothingToDo
-        from mlops_airflow.triggers.landing import landing_lister
+        from mlops_airflow.hooks.landing import landing_lister
 
         landing = self.spec.uri("landing")
         files = discover(
@@ -51,10 +52,12 @@ class ValidateAndPublishOperator(PipelineOperator):
     operator_extra_links = REPORT_LINKS
 
     def __init__(self, *, uri: str, **kwargs: Any) -> None:
+        """Only store the value: ``uri`` is one mapped file of ``discover``'s output."""
         super().__init__(**kwargs)
         self.uri = uri
 
     def run(self, context: Context) -> dict[str, Any]:
+        """Validate and publish (or quarantine) the file; its report URIs go to XCom either way."""
         from include.mlops.data.ingest import ingest_claimed
         from include.mlops.errors import ValidationFailed
         from include.mlops.storage import basename
@@ -71,6 +74,7 @@ class ValidateAndPublishOperator(PipelineOperator):
     def _remember(
         self, context: Context, source: str, status: str, location: str | None, reports: dict[str, str]
     ) -> None:
+        """Log the report URIs and push them to XCom for the extra link and the run summary."""
         for kind, uri in reports.items():
             self.log.info("Validation report (%s): %s", kind, uri)
         ti = context.get("ti")
@@ -91,10 +95,12 @@ class AnnounceDatasetsOperator(PipelineOperator):
     """
 
     def __init__(self, *, validate_task_id: str, **kwargs: Any) -> None:
+        """Only store the value: the validate task whose results are announced."""
         super().__init__(**kwargs)
         self.validate_task_id = validate_task_id
 
     def run(self, context: Context) -> list[dict[str, Any]]:
+        """Release unfinished claims, summarise the run and announce what was published."""
         from include.mlops.data.ledger import Ledger
         from include.mlops.errors import NothingToDo
 

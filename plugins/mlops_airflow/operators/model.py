@@ -21,6 +21,7 @@ def approved_version(context: Context) -> str | None:
 
 
 def _emit(operator: PipelineOperator, context: Context, extra: dict[str, Any]) -> None:
+    """Put ``extra`` on every outlet's Asset event (the next stage reads the version from it)."""
     for outlet in operator.outlets:
         context["outlet_events"][outlet].extra = extra
 
@@ -31,6 +32,7 @@ class TrainModelOperator(PipelineOperator):
     operator_extra_links = LINKS
 
     def run(self, context: Context) -> dict[str, Any]:
+        """Train, register, link the MLflow run and announce the candidate version."""
         from include.mlops.model.training import train
 
         result = train(self.spec, lineage=self.lineage(context), tracking_uri=self.tracking_uri).to_dict()
@@ -53,10 +55,12 @@ class EvaluateModelOperator(PipelineOperator):
     operator_extra_links = LINKS
 
     def __init__(self, *, version: str | None = None, **kwargs: Any) -> None:
+        """Only store the value; an empty string (an unset UI param) means "not given"."""
         super().__init__(**kwargs)
         self.version = version
 
     def run(self, context: Context) -> dict[str, Any]:
+        """Run the gate; link its decision record whether it passed or failed."""
         from include.mlops.errors import GateFailed
         from include.mlops.gate.evaluation import evaluate
 
@@ -83,6 +87,7 @@ class EvaluateModelOperator(PipelineOperator):
         return decision
 
     def _link(self, decision: dict[str, Any]) -> None:
+        """Point the MLflow extra links at the judged version and the gate's run."""
         if decision:
             remember(
                 self,
@@ -104,26 +109,24 @@ class PromoteModelOperator(PipelineOperator):
     template_fields = (*PipelineOperator.template_fields, "version")
 
     def __init__(self, *, version: str | None = None, **kwargs: Any) -> None:
+        """Only store the value; an empty string (an unset UI param) means "not given"."""
         super().__init__(**kwargs)
         self.version = version
 
     def run(self, context: Context) -> dict[str, Any]:
-        from include.mlops import tracking
+        """Promote if the champion is still the one the gate compared against (compare-and-set)."""
         from include.mlops.errors import NothingToDo
+        from include.mlops.gate.decision_tags import read_decision_tags
         from include.mlops.model.registry import promote
-        from include.mlops.tracking import get_version
 
         version = self.version or approved_version(context)
         if not version:
             raise NothingToDo(f"pipeline {self.pipeline}: no version given and no approved candidate event")
-        client = tracking.client(self.tracking_uri)
-        with tracking.service_errors(self.tracking_uri):
-            tags = get_version(client, self.spec.model_name, version).tags
-        expected = tags.get("mlops.gate.champion_version")
+        gate = read_decision_tags(self.spec.model_name, version, tracking_uri=self.tracking_uri)
         result = promote(
             self.spec,
             version=version,
-            expected_champion=None if expected in (None, "none") else expected,
+            expected_champion=gate.champion_version,
             tracking_uri=self.tracking_uri,
             lineage=self.lineage(context),
         )
@@ -146,10 +149,12 @@ class RollbackModelOperator(PipelineOperator):
     template_fields = (*PipelineOperator.template_fields, "to_version")
 
     def __init__(self, *, to_version: str | None = None, **kwargs: Any) -> None:
+        """Only store the value; an empty string (an unset UI param) means "previous champion"."""
         super().__init__(**kwargs)
         self.to_version = to_version
 
     def run(self, context: Context) -> dict[str, Any]:
+        """Move the champion back and announce it (inference picks the restored version up)."""
         from include.mlops.model.registry import rollback
 
         result = rollback(

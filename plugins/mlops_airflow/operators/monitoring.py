@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow.sdk import Context
 
@@ -10,10 +10,21 @@ from mlops_airflow.links.mlflow_ui import LINKS, remember
 from mlops_airflow.links.reports import DRIFT_LINKS, PERFORMANCE_LINKS
 from mlops_airflow.operators.base import PipelineOperator
 
+if TYPE_CHECKING:
+    from airflow.sdk import XComArg
+
+    # The champion pinned by the resolve task: its XCom at DAG build time, the dict when the task runs.
+    Champion = dict[str, Any] | XComArg
+
 
 def _flag(value: bool | str) -> bool:
     """A boolean param as rendered by Jinja (``"True"``) or passed as is."""
     return value if isinstance(value, bool) else str(value).strip().lower() == "true"
+
+
+def _rendered(champion: Champion) -> dict[str, Any]:
+    """The pinned champion as the task sees it: Airflow rendered the XComArg before ``run``."""
+    return cast("dict[str, Any]", champion)
 
 
 def _run_key(context: Context) -> str:
@@ -30,10 +41,12 @@ class ListScoringPartitionsOperator(PipelineOperator):
     template_fields = (*PipelineOperator.template_fields, "rescore")
 
     def __init__(self, *, rescore: bool | str = False, **kwargs: Any) -> None:
+        """Only store the value: a boolean or its Jinja rendering (``"True"``)."""
         super().__init__(**kwargs)
         self.rescore = rescore
 
     def run(self, context: Context) -> list[str]:
+        """The partitions still to score (or all of them with ``rescore``)."""
         from include.mlops.scoring.inference import list_partitions
 
         return list_partitions(self.spec, rescore=_flag(self.rescore), redo_run=context["run_id"])
@@ -45,6 +58,7 @@ class ResolveChampionOperator(PipelineOperator):
     operator_extra_links = LINKS
 
     def run(self, context: Context) -> dict[str, Any]:
+        """Resolve the ``champion`` alias once, so every mapped task scores with the same version."""
         from include.mlops.scoring.inference import resolve_champion
 
         champion = resolve_champion(self.spec, self.tracking_uri)
@@ -61,18 +75,20 @@ class ScorePartitionOperator(PipelineOperator):
 
     template_fields = (*PipelineOperator.template_fields, "partition", "champion")
 
-    def __init__(self, *, partition: str, champion: dict[str, Any], **kwargs: Any) -> None:
+    def __init__(self, *, partition: str, champion: Champion, **kwargs: Any) -> None:
+        """Only store the values: one mapped partition and the champion pinned by ``resolve``."""
         super().__init__(**kwargs)
         self.partition = partition
         self.champion = champion
 
     def run(self, context: Context) -> dict[str, Any]:
+        """Score the partition; a retry replaces its output."""
         from include.mlops.scoring.inference import score_partition
 
         return score_partition(
             self.spec,
             self.partition,
-            champion=self.champion,
+            champion=_rendered(self.champion),
             run_id=context["run_id"],
             tracking_uri=self.tracking_uri,
         )
@@ -83,15 +99,19 @@ class CollectPredictionsOperator(PipelineOperator):
 
     template_fields = (*PipelineOperator.template_fields, "champion", "results")
 
-    def __init__(self, *, champion: dict[str, Any], results: Any, **kwargs: Any) -> None:
+    def __init__(self, *, champion: Champion, results: Any, **kwargs: Any) -> None:
+        """Only store the values: the pinned champion and the mapped scoring results."""
         super().__init__(**kwargs)
         self.champion = champion
         self.results = results
 
     def run(self, context: Context) -> dict[str, Any]:
+        """Summarise the run and put the summary on the predictions Asset event."""
         from include.mlops.scoring.inference import summarize
 
-        summary = summarize(self.champion, list(self.results[:]) if self.results else [])  # one XCom request
+        summary = summarize(
+            _rendered(self.champion), list(self.results[:]) if self.results else []
+        )  # one XCom request
         summary.pop("files")  # the manifests stay next to the predictions, not in XCom
         self.log.info(
             "Scored %d partition(s), %d rows, with %s",
@@ -114,6 +134,7 @@ class DriftCheckOperator(PipelineOperator):
     operator_extra_links = DRIFT_LINKS
 
     def run(self, context: Context) -> dict[str, Any]:
+        """Check drift; notify when it reaches the threshold (the retrain request is a later task)."""
         from include.mlops.monitoring.drift import check
 
         result = check(self.spec, run_key=_run_key(context), tracking_uri=self.tracking_uri)
@@ -136,6 +157,7 @@ class PerformanceCheckOperator(PipelineOperator):
     operator_extra_links = PERFORMANCE_LINKS
 
     def run(self, context: Context) -> dict[str, Any]:
+        """Check the champion on labelled predictions; notify when it fell below the gate."""
         from include.mlops.monitoring.performance import check
 
         result = check(self.spec, run_key=_run_key(context), tracking_uri=self.tracking_uri)
@@ -155,11 +177,13 @@ class RequestRetrainOperator(PipelineOperator):
     performance fell below the gate's thresholds) and the cool-down and in-flight rules allow it."""
 
     def __init__(self, *, drift_task_id: str, performance_task_id: str | None = None, **kwargs: Any) -> None:
+        """Only store the values: the tasks whose results decide the request."""
         super().__init__(**kwargs)
         self.drift_task_id = drift_task_id
         self.performance_task_id = performance_task_id
 
     def run(self, context: Context) -> dict[str, Any]:
+        """Decide (cool-down, in-flight request), record the decision, and emit the request or skip."""
         from include.mlops import tracking
         from include.mlops.errors import NothingToDo
         from include.mlops.monitoring import retraining

@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from functools import cached_property
 from typing import Any
 
-from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue, conf
 
-from mlops_airflow.operators.base import run_core
-from mlops_airflow.triggers.landing import LandingFileTrigger, run_sync
+from mlops_airflow.exceptions import PipelineRetryable
+from mlops_airflow.hooks.landing import run_sync
+from mlops_airflow.operators.base import PipelineMixin
+from mlops_airflow.triggers.landing import LandingFileTrigger
 
 
-class LandingFileSensor(BaseSensorOperator):
+class LandingFileSensor(PipelineMixin, BaseSensorOperator):
     """Return the URIs of the complete, unprocessed files in a pipeline's landing zone.
 
-    Deferrable by default: it checks once, then waits in the triggerer (``LandingFileTrigger``),
-    not in a worker slot. It only looks; the ingest DAG's ``discover`` task claims the files. The
-    landing URI, connection, settle time and poll interval come from the pipeline's spec unless
-    they are given here.
+    Deferrable when ``deferrable`` is true (default: Airflow's ``[operators] default_deferrable``, as
+    for the providers' sensors): it checks once, then waits in the triggerer
+    (``LandingFileTrigger``), not in a worker slot. It only looks; the ingest DAG's ``discover`` task
+    claims the files. The landing URI, connection, settle time and poll interval come from the
+    pipeline's spec unless they are given here. A bad spec or landing URI fails without retry; a
+    store that is down is retried.
     """
 
     template_fields = ("pipeline", "landing", "conn_id")
@@ -33,9 +35,10 @@ class LandingFileSensor(BaseSensorOperator):
         conn_id: str | None = None,
         settle_seconds: int | None = None,
         poll_interval: float | None = None,
-        deferrable: bool = True,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
+        """Only store the values: the spec is read when the sensor runs."""
         super().__init__(**kwargs)
         self.pipeline = pipeline
         self.landing = landing
@@ -44,16 +47,8 @@ class LandingFileSensor(BaseSensorOperator):
         self.poll_interval = poll_interval
         self.deferrable = deferrable
 
-    @cached_property
-    def spec(self):
-        from include.mlops.spec import find_spec
-
-        return find_spec(self.pipeline)
-
-    # A bad spec or landing URI fails without retry; a store that is down is retried.
-    _core = staticmethod(run_core)
-
     def make_trigger(self) -> LandingFileTrigger:
+        """The one-shot trigger (``watch=False``) for this pipeline's landing zone."""
         return LandingFileTrigger.for_spec(
             self.spec,
             watch=False,
@@ -64,14 +59,17 @@ class LandingFileSensor(BaseSensorOperator):
         )
 
     def ready_now(self) -> list[str]:
-        _, pending = self._core(lambda: run_sync(self.make_trigger().ready_files()))
+        """The URIs ready at this moment, listed in the worker with the trigger's own rules."""
+        _, pending = self.call_core(lambda: run_sync(self.make_trigger().ready_files()))
         return [f.uri for f in pending]
 
     def poke(self, context: Context) -> PokeReturnValue:
+        """One look (non-deferrable mode): done as soon as a file is ready."""
         uris = self.ready_now()
         return PokeReturnValue(is_done=bool(uris), xcom_value=uris)
 
     def execute(self, context: Context) -> list[str] | None:
+        """Return at once if files are ready, else defer to the trigger (or poke when not deferrable)."""
         if not self.deferrable:
             return super().execute(context)
         uris = self.ready_now()
@@ -79,15 +77,16 @@ class LandingFileSensor(BaseSensorOperator):
             self.log.info("%d file(s) are ready: %s", len(uris), uris)
             return uris
         self.defer(
-            trigger=self._core(self.make_trigger),
+            trigger=self.call_core(self.make_trigger),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout) if self.timeout else None,
         )
         return None  # never reached: defer() raises
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> list[str]:
+        """The trigger's event: the ready files, or an error the task's retries may overcome."""
         if event.get("status") != "success":
-            raise AirflowException(
+            raise PipelineRetryable(
                 f"pipeline {self.pipeline}: watching the landing zone failed: {event.get('message')}"
             )
         uris = [f["uri"] for f in event["files"]]

@@ -9,9 +9,9 @@ files that are complete (``include.mlops.landing``) and not yet processed or bei
   it stays pending, unless ``reannounce_after`` seconds pass without any run claiming it;
 - by ``LandingFileSensor`` (``watch=False``): it fires once, with every ready file, and ends.
 
-Listing goes through the providers' hooks: S3 with the amazon provider's ``S3Hook`` (aiobotocore
-client), GCS with the google provider's ``GCSAsyncHook``, local folders with ``os.scandir`` in a
-thread. Hooks are imported inside the functions, so DAG parsing never loads boto3 or google.cloud.
+Listing goes through ``mlops_airflow.hooks.landing`` (the providers' hooks, imported inside its
+functions), so this module stays cheap: the triggerer imports it by classpath and DAG parsing
+imports it for the watcher, and neither loads boto3 or google.cloud here.
 """
 
 from __future__ import annotations
@@ -19,113 +19,21 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Callable
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
 from include.mlops.data import landing
 from include.mlops.data.landing import LandedFile
-from include.mlops.errors import SpecError
+from mlops_airflow.hooks.landing import list_landing
 
 if TYPE_CHECKING:
     from include.mlops.data.ledger import Ledger
     from include.mlops.spec import PipelineSpec
 
-T = TypeVar("T")
-DEFAULT_CONN_IDS = {"s3": "aws_default", "s3a": "aws_default", "gs": "google_cloud_default"}
 MAX_FILES_PER_EVENT = 100  # an Asset event carries the payload in its extra: keep it small
-
-
-def default_conn_id(landing_uri: str, conn_id: str | None = None) -> str | None:
-    """The connection used for a landing URI: the spec's ``landing_conn_id``, else per scheme."""
-    return conn_id or DEFAULT_CONN_IDS.get(landing_uri.partition("://")[0])
-
-
-async def list_landing(landing_uri: str, conn_id: str | None = None) -> list[LandedFile]:
-    """Files directly under ``landing_uri``, with their size, modification time and version token."""
-    scheme = landing_uri.partition("://")[0]
-    if scheme == "file":
-        return await asyncio.to_thread(landing.scan_local, landing_uri.removeprefix("file://"))
-    if scheme in ("s3", "s3a"):
-        return await _list_s3(landing_uri, default_conn_id(landing_uri, conn_id))
-    if scheme == "gs":
-        return await _list_gcs(landing_uri, default_conn_id(landing_uri, conn_id))
-    raise SpecError(
-        f"landing {landing_uri!r} cannot be watched: event-driven ingestion supports file://, s3:// "
-        "and gs:// landing URIs; use data.trigger: schedule for other stores"
-    )
-
-
-async def _list_s3(landing_uri: str, conn_id: str | None) -> list[LandedFile]:
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-
-    _, bucket, prefix = landing.split_bucket(landing_uri)
-    files = []
-    async with await S3Hook(aws_conn_id=conn_id).get_async_conn() as client:
-        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/")
-        async for page in pages:
-            files += [
-                landing.s3_object(bucket, o) for o in page.get("Contents", []) if not o["Key"].endswith("/")
-            ]
-    return files
-
-
-async def _list_gcs(landing_uri: str, conn_id: str | None) -> list[LandedFile]:
-    from aiohttp import ClientSession
-    from airflow.providers.google.cloud.hooks.gcs import GCSAsyncHook
-
-    _, bucket, prefix = landing.split_bucket(landing_uri)
-    files = []
-    params = {"prefix": prefix, "delimiter": "/"}
-    async with ClientSession() as session:
-        client = await GCSAsyncHook(gcp_conn_id=conn_id).get_storage_client(session)
-        while True:
-            page = await client.list_objects(bucket, params=params)
-            files += [
-                landing.gcs_object(bucket, o) for o in page.get("items", []) if not o["name"].endswith("/")
-            ]
-            if not page.get("nextPageToken"):
-                return files
-            params = {**params, "pageToken": page["nextPageToken"]}
-
-
-def run_sync(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine from synchronous task code (in a thread if a loop is already running)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, coro).result()
-
-
-def _connection_defined(conn_id: str) -> bool:
-    from airflow.sdk import BaseHook
-    from airflow.sdk.exceptions import AirflowNotFoundException
-
-    try:
-        BaseHook.get_connection(conn_id)
-    except AirflowNotFoundException:
-        return False
-    return True
-
-
-def landing_lister(landing_uri: str, conn_id: str | None = None) -> Callable[[], list[LandedFile]]:
-    """A synchronous lister for worker code (the DAG's discover task).
-
-    Other schemes than file/s3/gs, and a gs:// landing without ``landing_conn_id`` whose default
-    connection is not defined, are listed with fsspec and the environment's credentials, like the
-    rest of ingestion reads them.
-    """
-    scheme = landing_uri.partition("://")[0]
-    if scheme not in ("file", *DEFAULT_CONN_IDS) or (
-        scheme == "gs" and not conn_id and not _connection_defined(DEFAULT_CONN_IDS["gs"])
-    ):
-        return lambda: landing.scan(landing_uri)
-    return lambda: run_sync(list_landing(landing_uri, conn_id))
 
 
 class LandingFileTrigger(BaseEventTrigger):
@@ -153,6 +61,7 @@ class LandingFileTrigger(BaseEventTrigger):
         reannounce_after: float = 600,
         watch: bool = True,
     ) -> None:
+        """Store primitives only: the triggerer rebuilds the trigger from ``serialize()``'s kwargs."""
         super().__init__()
         self.pipeline = pipeline
         self.landing = landing
@@ -188,6 +97,7 @@ class LandingFileTrigger(BaseEventTrigger):
         )
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
+        """Classpath and kwargs: the watcher's identity (its hash) and how the triggerer rebuilds it."""
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
             {
@@ -204,15 +114,18 @@ class LandingFileTrigger(BaseEventTrigger):
 
     @property
     def landing_uri(self) -> str:
+        """The landing URI with ``{VAR}`` expanded here, in the triggerer's environment."""
         from include.mlops.paths import expand
 
         return expand(self.landing)
 
     async def list_files(self) -> list[LandedFile]:
+        """One listing of the landing zone (a seam the tests wrap to count polls)."""
         return await list_landing(self.landing_uri, self.conn_id)
 
     @cached_property
     def ledger(self) -> Ledger:
+        """The landing ledger, opened lazily: only the triggerer needs it, never DAG parsing."""
         from include.mlops.data.ledger import Ledger
 
         return Ledger()
@@ -242,6 +155,7 @@ class LandingFileTrigger(BaseEventTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Poll until files are ready; a watcher keeps going, a sensor's trigger fires once and ends."""
         announced: dict[tuple[str, str], float] = {}  # (uri, token) -> when it was last announced
         while True:
             try:
