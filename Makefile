@@ -19,7 +19,7 @@ help:
 	@echo "make up     - start Airflow (127.0.0.1:8080) and MLflow (127.0.0.1:5000) for interactive use"
 	@echo "make down   - stop them"
 	@echo "make bench  - run the benchmarks (bench-quick: under a minute each)"
-	@echo "make lint   - ruff check + ruff format --check"
+	@echo "make lint   - ruff check + ruff format --check + mypy (include/, plugins/)"
 
 venv: $(STAMP)
 
@@ -69,6 +69,7 @@ bench-quick: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 format: venv
 	$(VENV)/bin/ruff check --fix .

@@ -1,0 +1,1 @@
+"""Tooling run beside Airflow (``python -m tools.<module>``) by make, tests and compose; never by DAGs."""

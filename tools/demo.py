@@ -18,6 +18,7 @@ from tools.stack import ADMIN, Stack
 
 
 def main() -> int:
+    """Run the scenario for the named pipelines; the exit code is 2 if a stack is already running."""
     parser = argparse.ArgumentParser(prog="python -m tools.demo", description=__doc__)
     parser.add_argument("pipelines", nargs="*", default=["churn"])
     parser.add_argument("--rows", type=int, default=6000)

@@ -19,17 +19,20 @@ STAGES = ("ingest", "train", "evaluate", "promote", "rollback", "inference", "dr
 
 
 class Abort(Exception):
-    pass
+    """Raised by ``Outcome.require`` to end a scenario whose later steps can no longer run."""
 
 
 @dataclass
 class Outcome:
+    """What one pipeline's scenario did: steps seen, expectations that failed, facts for the summary."""
+
     pipeline: str
     steps: list[tuple[str, str, str]] = field(default_factory=list)  # (step, outcome, detail)
     failures: list[str] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
 
     def step(self, name: str, outcome: str, detail: str = "") -> None:
+        """Record a step and print it at once, so that a long run shows its progress."""
         self.steps.append((name, outcome, detail))
         print(f"  [{self.pipeline}] {name}: {outcome}{' - ' + detail if detail else ''}", flush=True)
 
@@ -39,6 +42,7 @@ class Outcome:
             raise Abort(what)
 
     def expect(self, condition: bool, what: str) -> bool:
+        """Record ``what`` as failed unless ``condition`` holds, and go on; returns ``condition``."""
         if not condition:
             self.failures.append(what)
             print(f"  [{self.pipeline}] EXPECTATION FAILED: {what}", flush=True)
@@ -54,6 +58,11 @@ def _task_states(api: AirflowApi, dag_id: str, run_id: str) -> dict[str, str]:
 
 
 def run_scenario(api: AirflowApi, pipeline: str, *, rows: int = 6000, timeout: float = 600) -> Outcome:
+    """Drive one pipeline through the whole lifecycle on a running stack and say what happened.
+
+    It writes its own batches and expects a fresh state (no champion yet). A failed requirement ends
+    the scenario early instead of raising; the outcome's ``failures`` list every unmet expectation.
+    """
     out = Outcome(pipeline)
     try:
         _scenario(api, out, rows=rows, timeout=timeout)
@@ -220,6 +229,7 @@ def _scenario(api: AirflowApi, out: Outcome, *, rows: int, timeout: float) -> No
 
 
 def summary(outcomes: list[Outcome]) -> str:
+    """The plain-text report printed at the end of the demo, one block per pipeline."""
     lines = ["", "=" * 78, "airflow-mlops demo summary", "=" * 78]
     for o in outcomes:
         f = o.facts

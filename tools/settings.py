@@ -27,7 +27,7 @@ CONNECTION_FIELDS = {
 
 
 class SettingsError(Exception):
-    pass
+    """The settings file is unreadable or invalid; the message names the entry and field."""
 
 
 def parse(path: Path) -> dict[str, list[dict[str, Any]]]:
@@ -107,6 +107,7 @@ def load(path: Path) -> dict[str, int]:
 
 
 def main() -> None:
+    """CLI: ``load`` writes to the metadata DB, ``check`` only validates; exit code 2 on a bad file."""
     parser = argparse.ArgumentParser(prog="python -m tools.settings", description=__doc__)
     parser.add_argument("command", choices=["load", "check"])
     parser.add_argument("path", type=Path)

@@ -35,6 +35,7 @@ def port_is_free(port: int) -> bool:
 
 
 def free_port() -> int:
+    """A port the OS just handed out and released, for tests; free now, but nothing reserves it."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -42,6 +43,13 @@ def free_port() -> int:
 
 @dataclass
 class Stack:
+    """One local Airflow (and, optionally, MLflow UI) whose files all live in its ``state`` folder.
+
+    Defaults come from MLOPS_STATE_DIR, MLOPS_AIRFLOW_PORT and MLOPS_MLFLOW_PORT (the ports are read
+    once, at import). The demo and the end-to-end tests pass their own folder so they never see the
+    runs of ``make up``.
+    """
+
     state: Path = field(default_factory=lambda: Path(os.environ.get("MLOPS_STATE_DIR") or ROOT / "state"))
     airflow_port: int = int(os.environ.get("MLOPS_AIRFLOW_PORT", "8080"))
     mlflow_port: int = int(os.environ.get("MLOPS_MLFLOW_PORT", "5000"))
@@ -50,26 +58,32 @@ class Stack:
 
     @property
     def worker_log_port(self) -> int:
+        """Port of the worker's log server, derived from the API port so that parallel stacks differ."""
         return self.airflow_port + 713  # 8793 for the default 8080, like Airflow's own default
 
     @property
     def trigger_log_port(self) -> int:
+        """Port of the triggerer's log server, next to the worker's."""
         return self.airflow_port + 714
 
     @property
     def airflow_home(self) -> Path:
+        """``AIRFLOW_HOME``: the SQLite DB, task logs, JWT secret and passwords file."""
         return self.state / "airflow"
 
     @property
     def run_dir(self) -> Path:
+        """Log and PID files of the spawned processes; ``running`` and ``down`` go by the PID files."""
         return self.state / "run"
 
     @property
     def api_url(self) -> str:
+        """Base URL of the Airflow API server and UI, on loopback."""
         return f"http://127.0.0.1:{self.airflow_port}"
 
     @property
     def mlflow_url(self) -> str:
+        """Base URL of the MLflow UI; the tasks' MLflow links point here even if the UI is not started."""
         return f"http://127.0.0.1:{self.mlflow_port}"
 
     def env(self) -> dict[str, str]:
@@ -159,6 +173,11 @@ class Stack:
             raise SystemExit(f"loading airflow_settings.yaml failed:\n{load.stderr[-3000:]}")
 
     def up(self, wait: float = 240.0) -> None:
+        """Prepare the DB, start the components detached and wait up to ``wait`` s until healthy.
+
+        If this stack already runs it only says so. Any failure (busy port, failed migration, dead
+        component, timeout) raises ``SystemExit`` with the reason, leaving started processes to ``down``.
+        """
         if self.running():
             print(f"already running ({', '.join(self.running())}); use `make down` first", file=sys.stderr)
             return
@@ -196,6 +215,10 @@ class Stack:
         self.wait_healthy(wait)
 
     def wait_healthy(self, timeout: float) -> None:
+        """Poll until the metadata DB and scheduler (and MLflow UI) are healthy; ``SystemExit`` if not.
+
+        Fails fast, with the end of its log, as soon as a component's process has exited.
+        """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             dead = [c for c in COMPONENTS if c not in self.running()]
@@ -216,6 +239,7 @@ class Stack:
         raise SystemExit(f"Airflow did not become healthy within {timeout:.0f}s; logs are in {self.run_dir}")
 
     def running(self) -> list[str]:
+        """Names of the components whose process is alive; stale PID files are removed on the way."""
         alive = []
         for pid_file in sorted(self.run_dir.glob("*.pid")) if self.run_dir.exists() else []:
             try:
@@ -226,6 +250,7 @@ class Stack:
         return alive
 
     def down(self, timeout: float = 30.0) -> None:
+        """SIGTERM each process group, SIGKILL what is left after ``timeout`` s; safe if nothing runs."""
         pids = {}
         for pid_file in self.run_dir.glob("*.pid") if self.run_dir.exists() else []:
             try:
@@ -252,6 +277,7 @@ class Stack:
 
 
 def main() -> None:
+    """CLI behind ``make up``, ``make down`` and ``make status``: default state folder and ports."""
     parser = argparse.ArgumentParser(prog="python -m tools.stack", description=__doc__)
     parser.add_argument("command", choices=["up", "down", "status", "prepare"])
     args = parser.parse_args()

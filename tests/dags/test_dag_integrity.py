@@ -19,21 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from tools.heavy_modules import heavy_modules
+
 ROOT = Path(__file__).resolve().parents[2]
-HEAVY = (
-    "pandas",
-    "numpy",
-    "sklearn",
-    "scipy",
-    "mlflow",
-    "great_expectations",
-    "evidently",
-    "boto3",
-    "botocore",
-    "kubernetes",
-    "pyarrow",
-    "google.cloud",
-)
+HEAVY = heavy_modules()  # pyproject.toml's banned-module-level-imports, the one list
 STAGES = ("ingest", "train", "evaluate", "promote", "rollback", "inference", "drift")
 # Tasks that talk to a service (MLflow, the object store, the landing zone and its ledger): a
 # transient failure there must be retried, so each needs retries >= 1.
@@ -62,12 +51,10 @@ LOCAL_TASKS = {"all_files_valid"}  # an EmptyOperator verdict: no service involv
 PARSE = """
 import json, sys
 from airflow.dag_processing.dagbag import DagBag
-bag = DagBag(dag_folder=sys.argv[1])
+from tools.heavy_modules import loaded
 heavy = sys.argv[2].split(",")
-def loaded(name):
-    if name == "google.cloud":  # a .pth file pre-creates the empty namespace package; count real modules
-        return any(m.startswith("google.cloud.") for m in sys.modules)
-    return name in sys.modules
+before = {h for h in heavy if loaded(h)}  # Airflow's own imports (fsspec, through airflow.sdk.io)
+bag = DagBag(dag_folder=sys.argv[1])
 print(json.dumps({
     "dags": {d.dag_id: {"owner": d.owner, "tags": sorted(d.tags), "retries": [t.retries for t in d.tasks],
                         "task_retries": {t.task_id: t.retries for t in d.tasks},
@@ -75,7 +62,7 @@ print(json.dumps({
                         "tasks": sorted(t.task_id for t in d.tasks)}
              for d in bag.dags.values()},
     "import_errors": bag.import_errors,
-    "heavy": [h for h in heavy if loaded(h)],
+    "heavy": [h for h in heavy if loaded(h) and h not in before],
 }))
 """
 
