@@ -153,6 +153,7 @@ def child_prepare(workdir: Path, rows: int) -> dict[str, Any]:
 
 
 def child_ours(workdir: Path, window: list[str], out: Path) -> dict[str, Any]:
+    """Our path, timed in a fresh process so imports and work are measured apart."""
     started = time.perf_counter()
     import pandas as pd
     from evidently import Report  # noqa: F401  (the same imports as the baseline, timed apart)
@@ -180,21 +181,22 @@ def child_ours(workdir: Path, window: list[str], out: Path) -> dict[str, Any]:
     return {
         "import_s": imported - started,
         "work_s": done - imported,
-        "columns": result["columns"],
-        "skipped": result["skipped_columns"],
-        "drift_share": result["drift_share"],
-        "rows": result["current_rows"],
-        "html_bytes": Path(result["report_html"]).stat().st_size,
+        "columns": result.columns,
+        "skipped": result.skipped_columns,
+        "drift_share": result.drift_share,
+        "rows": result.current_rows,
+        "html_bytes": Path(result.report_html).stat().st_size,
     }
 
 
 def child_baseline(workdir: Path, window: list[str], out: Path) -> dict[str, Any]:
+    """Evidently's DataDriftPreset on the full frames: the baseline we must beat and agree with."""
     started = time.perf_counter()
     import pandas as pd
     from evidently import Report
     from evidently.presets import DataDriftPreset
 
-    from include.mlops.monitoring.drift import column_decisions
+    from include.mlops.monitoring.drift_report import column_decisions
 
     imported = time.perf_counter()
     reference = pd.read_parquet(workdir / "reference.parquet")
@@ -292,6 +294,7 @@ def compare_verdicts(baseline: dict[str, Any], ours: dict[str, Any]) -> dict[str
 
 
 def main() -> None:
+    """Run both sides in child processes and print one JSON line with the ratios."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="20,000 rows a side, ours once (under a minute)")
     parser.add_argument("--rows", type=int, default=None, help="rows per side (default: 1,000,000)")

@@ -20,9 +20,9 @@ How:
 * suite: 20 expectations of the common kinds: row count, not null, unique (int and string ids),
   between, in set, column types;
 * baseline: a fresh child process reads the whole file (``read_frame``) and validates it with
-  ``validate_frame``, the small-file path (``ingest.validate_whole``: byte checks, columns, content
+  ``validate_frame``, the small-file path (``file_validation.validate_whole``: byte checks, columns, content
   rules, the suite); ours: a fresh child process runs ingestion's streamed path
-  (``ingest.validate_streamed``: the same checks, streamed, and ``validate_file``), in chunks of
+  (``file_validation.validate_streamed``: the same checks, streamed, and ``validate_file``), in chunks of
   ``--chunk-rows`` (default the size ingestion uses: 500k rows for 20 columns);
 * each child times itself from just before the read to just after the verdict (interpreter
   start-up and imports excluded, the same for both) and reports its peak RSS as ``VmHWM`` (the
@@ -188,6 +188,7 @@ def generate(path: Path, rows: int, fmt: str, *, bad_tail: bool) -> None:
 
 
 def data_file(rows: int, fmt: str, *, bad_tail: bool) -> Path:
+    """A cached generated data set, so repeated runs measure validation, not data generation."""
     folder = Path(tempfile.gettempdir()) / "mlops-bench-validate"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"v{CACHE_VERSION}-{rows}-{'bad' if bad_tail else 'good'}.{fmt}"
@@ -216,7 +217,7 @@ def child(mode: str, path: str, fmt: str, rows: int, chunk_rows: int | None) -> 
     import pyarrow
 
     from include.mlops.data import chunked_validation
-    from include.mlops.data.ingest import validate_streamed, validate_whole
+    from include.mlops.data.file_validation import validate_streamed, validate_whole
     from include.mlops.data.reading import read_header
     from include.mlops.data.validation import ValidationOutcome, failure_report
     from include.mlops.errors import DataError
@@ -312,6 +313,7 @@ def measure(mode: str, path: Path, fmt: str, rows: int, chunk_rows: int | None) 
 
 
 def child_env() -> dict[str, str]:
+    """The environment of a measured child: project importable, GX telemetry off."""
     return {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "plugins")]),
@@ -320,6 +322,7 @@ def child_env() -> dict[str, str]:
 
 
 def available_gib() -> float | None:
+    """Free memory, to skip sizes the machine cannot hold instead of swapping."""
     try:
         with open("/proc/meminfo", encoding="ascii") as handle:
             for line in handle:
@@ -331,6 +334,7 @@ def available_gib() -> float | None:
 
 
 def main() -> None:
+    """Run each measurement in a child process and print one JSON line with the ratios."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1M rows (under a minute)")
     parser.add_argument(

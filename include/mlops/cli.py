@@ -127,6 +127,7 @@ def _check_specs(_: argparse.Namespace) -> Any:
 
 
 def parser() -> argparse.ArgumentParser:
+    """The command line of training containers and operators; one sub-command per stage."""
     root = argparse.ArgumentParser(prog="python -m include.mlops", description=__doc__)
     sub = root.add_subparsers(dest="command", required=True)
     sub.add_parser("check-specs", help="validate every pipeline spec").set_defaults(func=_check_specs)
@@ -203,6 +204,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; a core error exits with its message and a status that tells a retry apart."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parser().parse_args(argv)
     try:

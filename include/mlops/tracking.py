@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
+import sqlite3
 import subprocess
+import sys
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, Literal
 
-from include.mlops.errors import PromotionRefused, ServiceUnavailable
+from include.mlops.errors import MlopsError, PromotionRefused, ServiceUnavailable
 from include.mlops.paths import PROJECT_ROOT, state_dir
 
 if TYPE_CHECKING:
@@ -31,6 +35,7 @@ def default_tracking_uri() -> str:
 
 
 def artifact_root() -> str:
+    """Where the embedded store keeps artifacts, so runs never land in ./mlruns."""
     return os.environ.get("MLOPS_MLFLOW_ARTIFACT_ROOT") or embedded_store(state_dir())[1]
 
 
@@ -73,30 +78,155 @@ def model_versions(client: MlflowClient, model: str) -> list:
 
 @contextmanager
 def service_errors(uri: str | None = None) -> Iterator[None]:
-    """Connection failures to the tracking server (and a locked embedded SQLite store) become
-    ServiceUnavailable (retryable)."""
+    """Turn a failure worth retrying into ServiceUnavailable, so Airflow retries it with backoff.
+
+    Only failures classified as transient by ``transient_kind`` (by exception type and MLflow error
+    code, never by message text) are turned; everything else propagates as it is and fails for good.
+    """
     try:
         yield
     except Exception as exc:
-        text = f"{type(exc).__name__}: {exc}"
-        transient = (
-            "Connection refused",
-            "Max retries exceeded",
-            "ConnectionError",
-            "timed out",
-            "503",
-            "502",
-            "database is locked",  # the embedded SQLite store under concurrent writers
+        kind = transient_kind(exc)
+        if kind is None:
+            raise
+        where = uri or default_tracking_uri()
+        what = (
+            f"the MLflow store at {where} is busy (another writer holds its lock); it will be retried"
+            if kind == "busy"
+            else f"MLflow tracking server at {where} is not reachable"
         )
-        if any(marker in text for marker in transient):
-            where = uri or default_tracking_uri()
-            what = (
-                f"the MLflow store at {where} is busy (another writer holds its lock); it will be retried"
-                if "database is locked" in text
-                else f"MLflow tracking server at {where} is not reachable"
-            )
-            raise ServiceUnavailable(f"{what}: {text.splitlines()[0][:300]}") from exc
-        raise
+        text = f"{type(exc).__name__}: {exc}"
+        raise ServiceUnavailable(f"{what}: {text.splitlines()[0][:300]}") from exc
+
+
+Transient = Literal["busy", "unreachable"]
+_DETERMINISTIC: Final = "deterministic"
+_Verdict = Literal["busy", "unreachable", "deterministic"] | None
+
+# MLflow error codes that say "try again later" whoever raised them (503, 504, 429).
+RETRY_LATER_CODES = frozenset(
+    {"TEMPORARILY_UNAVAILABLE", "DEADLINE_EXCEEDED", "REQUEST_LIMIT_EXCEEDED", "RESOURCE_EXHAUSTED"}
+)
+# The server's own "internal error" (HTTP 500, or a 5xx from a proxy in front of it) is retried only
+# when it came back over HTTP: raised locally, INTERNAL_ERROR is MLflow's default code for any bug.
+SERVER_ERROR_CODES = frozenset({"INTERNAL_ERROR"})
+NETWORK_ERRNOS = frozenset(
+    {
+        errno.ECONNREFUSED,
+        errno.ECONNRESET,
+        errno.ECONNABORTED,
+        errno.ETIMEDOUT,
+        errno.EHOSTUNREACH,
+        errno.EHOSTDOWN,
+        errno.ENETUNREACH,
+        errno.ENETDOWN,
+        errno.ENETRESET,
+        errno.EPIPE,
+    }
+)
+SQLITE_BUSY, SQLITE_LOCKED = 5, 6
+# Postgres SQLSTATE classes of a connection lost, a serialization failure or deadlock, insufficient
+# resources and an operator intervention (server shutting down): the same statement may pass later.
+POSTGRES_TRANSIENT_CLASSES = ("08", "40", "53", "57")
+
+
+def transient_kind(exc: BaseException) -> Transient | None:
+    """Why ``exc`` is worth retrying ("busy": a locked store, "unreachable": a service down), or None.
+
+    Decided by the exception's type, an MLflow error code and the exceptions it wraps (MLflow's REST
+    client raises ``MlflowException`` while handling the ``requests`` error, so the cause is in
+    ``__context__``); the message text is never read, except SQLite's own "locked" message when the
+    driver lacks error codes.
+    """
+    verdict = _verdict(exc, depth=0)
+    return None if verdict in (None, _DETERMINISTIC) else verdict  # type: ignore[return-value]
+
+
+def _loaded(module: str, name: str) -> type | None:
+    """A class of a library only if that library is already imported: an exception of a module never
+    imported cannot be raised, and the check must not import SQLAlchemy or requests for nothing."""
+    found = getattr(sys.modules.get(module), name, None)
+    return found if isinstance(found, type) else None
+
+
+def _isinstance(exc: BaseException, *classes: tuple[str, str]) -> bool:
+    return any((cls := _loaded(m, n)) is not None and isinstance(exc, cls) for m, n in classes)
+
+
+def _verdict(exc: BaseException | None, *, depth: int) -> _Verdict:
+    """One exception's verdict, looking through the exceptions it wraps where its type says little."""
+    if exc is None or depth > 10:
+        return None
+    if isinstance(exc, MlopsError):
+        return None  # already says whether to retry, in its own words: passed on as it is
+    if _isinstance(exc, ("mlflow.exceptions", "MlflowException")):
+        inner = _verdict(exc.__cause__ or exc.__context__, depth=depth + 1)
+        return inner if inner is not None else _mlflow_verdict(exc)
+    if isinstance(exc, sqlite3.Error):
+        return _sqlite_verdict(exc)
+    if _isinstance(exc, ("sqlalchemy.exc", "DBAPIError")):
+        return _driver_verdict(exc) if _isinstance(exc, ("sqlalchemy.exc", "OperationalError")) else None
+    own = _network_verdict(exc)
+    return own if own is not None else _verdict(exc.__cause__, depth=depth + 1)
+
+
+def _mlflow_verdict(exc: BaseException) -> _Verdict:
+    """An MLflow error by its code: retry-later codes always, a server error only when it came over HTTP."""
+    code = getattr(exc, "error_code", None)
+    if code in RETRY_LATER_CODES:
+        return "unreachable"
+    # RestException carries the server's JSON answer; a non-JSON 5xx (a proxy's page) gets a
+    # control-plane ("CP_") error class from MLflow's REST client instead of a client one.
+    over_http = _isinstance(exc, ("mlflow.exceptions", "RestException")) or str(
+        getattr(exc, "error_class", "") or ""
+    ).startswith("CP_")
+    if code in SERVER_ERROR_CODES and over_http:
+        return "unreachable"
+    return _DETERMINISTIC
+
+
+def _sqlite_verdict(exc: sqlite3.Error) -> _Verdict:
+    """A locked SQLite database (another writer) is busy; any other SQLite error is for good."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return "busy" if code & 0xFF in (SQLITE_BUSY, SQLITE_LOCKED) else _DETERMINISTIC
+    locked = isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)  # Python < 3.11
+    return "busy" if locked else _DETERMINISTIC
+
+
+def _driver_verdict(exc: BaseException) -> _Verdict:
+    """SQLAlchemy's OperationalError by the driver's error it wraps (``orig``)."""
+    orig = getattr(exc, "orig", None)
+    if isinstance(orig, sqlite3.Error):
+        return _sqlite_verdict(orig)
+    pgcode = getattr(orig, "pgcode", None) or getattr(orig, "sqlstate", None)
+    if pgcode is None or str(pgcode).startswith(POSTGRES_TRANSIENT_CLASSES):
+        return "unreachable"  # no SQLSTATE at all: the connection itself failed
+    return _DETERMINISTIC
+
+
+def _network_verdict(exc: BaseException) -> _Verdict:
+    """Connection failures and timeouts of requests, urllib3 and the standard library."""
+    if _isinstance(exc, ("requests.exceptions", "SSLError"), ("urllib3.exceptions", "SSLError")):
+        return _DETERMINISTIC  # a certificate problem does not heal by waiting
+    if _isinstance(
+        exc,
+        ("requests.exceptions", "ConnectionError"),
+        ("requests.exceptions", "Timeout"),
+        ("requests.exceptions", "RetryError"),  # retries on 5xx answers exhausted
+        ("requests.exceptions", "ChunkedEncodingError"),
+        ("urllib3.exceptions", "MaxRetryError"),
+        ("urllib3.exceptions", "TimeoutError"),
+        ("urllib3.exceptions", "ProtocolError"),
+    ):
+        return "unreachable"
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return "unreachable"
+    if isinstance(exc, socket.gaierror):
+        return "unreachable" if exc.errno == socket.EAI_AGAIN else None
+    if isinstance(exc, OSError) and exc.errno in NETWORK_ERRNOS:
+        return "unreachable"
+    return None
 
 
 def code_version() -> str:

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from include.mlops import artifacts, storage
-from include.mlops.monitoring import drift, drift_stats
+from include.mlops.monitoring import drift, drift_report, drift_stats
 from include.mlops.monitoring.drift_stats import CELLS
 from include.mlops.monitoring.reference import load_reference
 
@@ -72,7 +72,7 @@ def evidently_on_full_data(reference: pd.DataFrame, current: pd.DataFrame) -> di
     from evidently.presets import DataDriftPreset
 
     snapshot = Report([DataDriftPreset()]).run(current_data=current, reference_data=reference)
-    return drift.column_decisions(snapshot.dict())
+    return drift_report.column_decisions(snapshot.dict())
 
 
 def assert_same_verdicts(mine: dict[str, drift_stats.Decision], full: dict[str, dict], rel: float) -> None:
@@ -230,7 +230,7 @@ def test_check_end_to_end_reports_prediction_drift(state, pipelines_dir):
     # The Evidently report carries the same full-data values and verdicts as the summary.
     report = json.loads(storage.read_bytes(result["report_json"]))
     expected = {**result["columns"], **predictions["columns"]}
-    assert {c: (d["value"], d["drifted"]) for c, d in drift.column_decisions(report).items()} == {
+    assert {c: (d["value"], d["drifted"]) for c, d in drift_report.column_decisions(report).items()} == {
         c: (d["value"], d["drifted"]) for c, d in expected.items()
     }
     counted = next(m for m in report["metrics"] if "DriftedColumnsCount" in m["config"]["type"])

@@ -36,7 +36,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -229,6 +229,13 @@ def validate_file(
     return ValidationOutcome(success=bool(result["success"]), result=result)
 
 
+# How an expectation is validated: its metrics combined over chunks, computed once on a column's
+# distinct values (unique), GE run on the whole file as a fallback, or already decided (done).
+PlanMode = Literal["combine", "unique", "fallback", "done"]
+# The table-level metrics a plan reads: the full chunk, its row count only, or its schema.
+View = Literal["full", "rows", "schema"]
+
+
 @dataclass
 class _Plan:
     """How one expectation is validated, and its combined metrics so far."""
@@ -236,12 +243,12 @@ class _Plan:
     config: Any  # ExpectationConfiguration, with the batch id as graph_validate sets it
     expectation: Any = None
     columns: tuple[str, ...] | None = None  # the columns its metrics read; None: the whole table
-    view: str = "full"  # table-level metrics: "rows" (row count only), "schema" (columns, dtypes)
+    view: View = "full"  # table-level metrics: "rows" (row count only), "schema" (columns, dtypes)
     # metric name -> per-chunk configuration, per dtypes of the frame GE is given: GE derives some
     # expectations' metrics from the column's dtype (of_type: per value for object columns)
     needed: dict[tuple[str, ...], dict[str, Any]] = field(default_factory=dict)
-    mode: str = "combine"  # "combine" | "unique" | "fallback" | "done"
-    planned: str = "combine"  # the mode each pass starts from
+    mode: PlanMode = "combine"
+    planned: PlanMode = "combine"  # the mode each pass starts from
     reason: str = ""
     planned_reason: str = ""
     combined: dict[str, Any] = field(default_factory=dict)
@@ -369,7 +376,7 @@ class _Run:
                 found = seen.setdefault(str(column), [])
                 if not any(dtype == known for known in found):
                     found.append(dtype)
-            groups: dict[tuple[tuple[str, ...] | None, str], list[_Plan]] = {}
+            groups: dict[tuple[tuple[str, ...] | None, View], list[_Plan]] = {}
             for plan in self.plans:
                 if plan.mode == "combine":
                     groups.setdefault((plan.columns, plan.view), []).append(plan)
@@ -585,6 +592,7 @@ class _UniqueTracker:
         for series in reread():
             values = _non_null(series)
             keys, _ = _unique_keys(values)
+            assert keys is not None  # the column was hashed in the first pass, so it hashes again
             suspects = values[np.isin(keys, hashes)]
             for value, count in suspects.value_counts(sort=False).items():
                 counts[value] = counts.get(value, 0) + int(count)
@@ -603,6 +611,7 @@ class _UniqueTracker:
         for series in reread():
             present = _non_null(series)
             keys, _ = _unique_keys(present)
+            assert keys is not None  # the column was hashed in the first pass, so it hashes again
             hits = present[np.isin(keys, duplicated)]
             if strings is not None:
                 hits = hits[hits.isin(strings)]
@@ -614,7 +623,7 @@ class _UniqueTracker:
         return values, labels
 
 
-def _view(chunk: pd.DataFrame, columns: tuple[str, ...] | None, view: str) -> pd.DataFrame:
+def _view(chunk: pd.DataFrame, columns: tuple[str, ...] | None, view: View) -> pd.DataFrame:
     """The part of a chunk GE needs: some columns, or for table-level metrics the index / schema.
 
     GE hashes every batch it is given, so handing it only what a group of metrics reads keeps the

@@ -21,6 +21,7 @@ def check_columns(frame: pd.DataFrame, spec: PipelineSpec, *, name: str, with_ta
 
 
 def feature_columns(frame: pd.DataFrame, spec: PipelineSpec) -> list[str]:
+    """The model's input columns: declared ones, else every column but target, id and timestamp."""
     if spec.data.features:
         return list(spec.data.features)
     skip = {spec.data.target, spec.data.id_column, spec.data.timestamp_column}

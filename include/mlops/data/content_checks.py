@@ -87,12 +87,14 @@ class ContentCheck:
         self.restart()
 
     def restart(self) -> None:
+        """Forget the tallies, so a second pass over the same file starts clean."""
         self.rows = 0
         self._numbers = {column: _NumberTally() for column in self.numeric}
         self._times = _TimeTally()
         self._classes: list[Any] = []
 
     def update(self, frame: pd.DataFrame) -> None:
+        """Tally one chunk, so the verdict matches the whole-file check without holding the file."""
         self.rows += len(frame)
         for column, tally in self._numbers.items():
             tally.update(frame[column])

@@ -13,25 +13,19 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
 
 import pandas as pd
 
 from include.mlops import storage
 from include.mlops.data import landing
-from include.mlops.data.chunked_validation import copy_as_parquet, should_stream, validate_file
-from include.mlops.data.columns import check_columns
-from include.mlops.data.content_checks import ContentCheck, check_content
-from include.mlops.data.ledger import Ledger
-from include.mlops.data.reading import detect_format, read_frame, read_header
+from include.mlops.data.chunked_validation import copy_as_parquet, should_stream
+from include.mlops.data.file_validation import validate_streamed, validate_whole
+from include.mlops.data.ledger import Ledger, Outcome
+from include.mlops.data.reading import detect_format
 from include.mlops.data.report_files import QUARANTINE_TIME, link_digest, report_uris, write_reports
-from include.mlops.data.sniffing import sniff_file
-from include.mlops.data.validation import (
-    ValidationOutcome,
-    failure_report,
-    load_suite,
-    validate_frame,
-)
+from include.mlops.data.validation import failure_report, load_suite
 from include.mlops.errors import DataError, NothingToDo, ValidationFailed
 from include.mlops.paths import resolve_project_path
 from include.mlops.spec import PipelineSpec
@@ -39,19 +33,30 @@ from include.mlops.spec import PipelineSpec
 log = logging.getLogger(__name__)
 
 
-@dataclass
+PublishStatus = Literal["published", "duplicate"]  # duplicate: same content already published
+
+
+@dataclass(frozen=True)
 class IngestResult:
+    """A published batch; the validate task returns ``to_dict()`` to XCom for ``announce``."""
+
     source: str
-    status: str  # "published" | "duplicate" (same content already published)
+    status: PublishStatus
     sha256: str
-    location: str  # dataset folder or quarantined file
+    location: str  # the dataset folder
     report: str
     rows: int = 0
     reasons: list[str] = field(default_factory=list)
     reports: dict[str, str] = field(default_factory=dict)  # "json", "html", "data_docs" -> URI
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable copy, with the keys ``announce`` reads (status, location, rows)."""
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> IngestResult:
+        """The record back from ``to_dict()`` (an XCom value)."""
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
 def discover(
@@ -115,31 +120,9 @@ def ingest_claimed(
         except Exception:  # the claim then goes stale after data.claim_timeout
             log.exception("Could not release the claim of run %s on %s", run_id, uri)
         raise
-    ledger.finish(spec.name, uri, run_id, result.status, detail=result.location)
+    outcome: Outcome = result.status
+    ledger.finish(spec.name, uri, run_id, outcome, detail=result.location)
     return result
-
-
-def validate_whole(
-    spec: PipelineSpec, uri: str, fmt: str, suite: dict
-) -> tuple[pd.DataFrame, ValidationOutcome]:
-    """A file small enough to hold: byte checks, structure, content rules, then the suite."""
-    name = storage.basename(uri)
-    frame = read_frame(uri, fmt)
-    check_columns(frame, spec, name=name)
-    check_content(frame, spec, suite, name=name)
-    return frame, validate_frame(frame, suite)
-
-
-def validate_streamed(spec: PipelineSpec, uri: str, fmt: str, suite: dict) -> ValidationOutcome:
-    """The same checks and verdict as ``validate_whole``, chunk by chunk in bounded memory."""
-    name = storage.basename(uri)
-    sniff_file(uri, fmt, name=name)  # the byte checks read_frame makes, streamed
-    header = read_header(uri, fmt)
-    check_columns(header, spec, name=name)
-    content = ContentCheck(list(map(str, header.columns)), spec, suite, name=name)
-    outcome = validate_file(uri, fmt, suite, content=content)
-    content.finish()  # the small-file path's content rules, tallied over the same chunks
-    return outcome
 
 
 def ingest_file(spec: PipelineSpec, uri: str, *, run_id: str = "manual") -> IngestResult:
@@ -186,7 +169,7 @@ def _publish(
     name = storage.basename(uri)
     dataset = storage.join(spec.uri("datasets"), digest[:16])
     reports = report_uris(dataset)
-    status = "published"
+    status: PublishStatus = "published"
     rows = len(frame) if frame is not None else int(result["meta"]["chunked"]["rows"])
     if not storage.is_complete(dataset):
         with storage.atomic_path(storage.join(dataset, "data.parquet")) as tmp:

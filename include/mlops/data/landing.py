@@ -55,20 +55,25 @@ class LandedFile:
 
     @property
     def name(self) -> str:
+        """The file name, as reasons and logs show it."""
         return posixpath.basename(self.uri.rstrip("/"))
 
     @property
     def key(self) -> tuple[str, str]:
+        """What identifies one version of a file in the ledger (a rewrite is a new key)."""
         return self.uri, self.token
 
     def age(self, now: float) -> float:
+        """Seconds since the last write, to tell a settled file from one still being written."""
         return now - self.modified
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable copy, for trigger events and XCom."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> LandedFile:
+        """The file back from ``to_dict()`` (a trigger event's payload)."""
         return cls(uri=raw["uri"], size=int(raw["size"]), modified=float(raw["modified"]), token=raw["token"])
 
 
@@ -94,7 +99,8 @@ def split_ready(
     files: Iterable[LandedFile], now: float, settle_seconds: float
 ) -> tuple[list[LandedFile], list[LandedFile]]:
     """``(settled, still settling)`` among the visible files."""
-    ready, young = [], []
+    ready: list[LandedFile] = []
+    young: list[LandedFile] = []
     for file in visible(files):
         (ready if is_settled(file, now, settle_seconds) else young).append(file)
     return ready, young

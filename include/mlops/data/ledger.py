@@ -26,6 +26,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 from include.mlops.data.landing import LandedFile
 from include.mlops.errors import DataError, ServiceUnavailable
@@ -33,7 +34,9 @@ from include.mlops.paths import state_dir
 
 log = logging.getLogger(__name__)
 
-OUTCOMES = ("published", "duplicate", "quarantined")
+Outcome = Literal["published", "duplicate", "quarantined"]
+OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
+State = Literal["claimed", "done"]  # "done" entries carry an outcome
 _SCHEMA = (
     """
 CREATE TABLE IF NOT EXISTS landed_files (
@@ -58,22 +61,26 @@ _CHUNK = 500  # SQLite's default limit on bound parameters is far above this
 
 @dataclass(frozen=True)
 class LedgerEntry:
+    """One row of the ledger: a file version, who claimed it and how it ended."""
+
     pipeline: str
     uri: str
     token: str
-    state: str  # "claimed" | "done"
+    state: State
     run_id: str
     claimed_at: float
     attempts: int
-    outcome: str | None
+    outcome: Outcome | None
     detail: str | None
     done_at: float | None
 
     def is_live_claim(self, now: float, stale_after: float) -> bool:
+        """Whether a run still holds the file; a stale claim (killed run) may be taken over."""
         return self.state == "claimed" and now - self.claimed_at < stale_after
 
 
 def default_path() -> Path:
+    """The ledger in the state folder, shared by every process on this host."""
     return state_dir() / "ledger" / "landing.sqlite3"
 
 
@@ -155,9 +162,7 @@ class Ledger:
 
     @staticmethod
     def _entry(row: sqlite3.Row) -> LedgerEntry:
-        return LedgerEntry(
-            **{k: row[k] for k in LedgerEntry.__dataclass_fields__}  # type: ignore[arg-type]
-        )
+        return LedgerEntry(**{k: row[k] for k in LedgerEntry.__dataclass_fields__})
 
     def _rows_for_uris(self, db: sqlite3.Connection, pipeline: str, uris: Sequence[str]) -> list[LedgerEntry]:
         entries: list[LedgerEntry] = []
@@ -267,7 +272,7 @@ class Ledger:
         pipeline: str,
         uri: str,
         run_id: str,
-        outcome: str,
+        outcome: Outcome,
         *,
         detail: str | None = None,
         now: float | None = None,

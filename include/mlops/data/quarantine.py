@@ -62,6 +62,7 @@ def list_quarantine(spec: PipelineSpec) -> list[dict[str, Any]]:
 
 
 def format_table(entries: list[dict[str, Any]]) -> str:
+    """``list_quarantine``'s entries as the CLI prints them: one block per folder, reason indented."""
     if not entries:
         return "No quarantined batch."
     lines = []
@@ -85,6 +86,40 @@ def release(
     names none of them), the landing zone already holds a file with that name, or the content is
     unchanged since quarantine (same sha256: it would fail again) unless ``force``.
     """
+    folder, chosen = _quarantine_folder(spec, target)
+    source = _quarantined_file(spec, folder, chosen)
+    report = _report(folder)
+    meta = report.get("meta") or {}
+    name = _landing_name(meta, source)
+    destination = _free_destination(spec, name)
+    before = meta.get("sha256")
+    after = storage.sha256(source)
+    if before == after and not force:
+        raise ReleaseRefused(
+            f"pipeline {spec.name}: {name} is unchanged since it was quarantined (sha256 {after[:16]}...), "
+            "so it would fail validation again; fix the file in the quarantine folder first, or pass "
+            "--force to ingest it as it is (e.g. after changing the suite or the spec)"
+        )
+    moved = _land(spec, source, name, destination)
+    record = {
+        "pipeline": spec.name,
+        "file": name,
+        "from": source,
+        "to": moved,
+        "released_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "released_by": who or _user(),
+        "sha256_quarantined": before,
+        "sha256_released": after,
+        "edited": before != after,
+        "forced": bool(force and before == after),
+        "reason": _reason(report),
+    }
+    storage.write_json(storage.join(folder, MARKER), record)
+    return record
+
+
+def _quarantine_folder(spec: PipelineSpec, target: str) -> tuple[str, str | None]:
+    """(folder, file named by ``target`` or None), refused unless it is one of this pipeline's folders."""
     zone = spec.uri("quarantine")
     folder, chosen = _resolve(zone, target)
     if not storage.exists(folder):
@@ -97,6 +132,11 @@ def release(
             f"pipeline {spec.name}: {folder} is not a quarantine folder of this pipeline (they are in "
             f"{zone}); land a file from elsewhere by copying it into the landing zone"
         )
+    return folder, chosen
+
+
+def _quarantined_file(spec: PipelineSpec, folder: str, chosen: str | None) -> str:
+    """The one data file to release from ``folder``: refused when there is none, several, or a link."""
     marker = _read(storage.join(folder, MARKER))
     files = _data_files(folder)
     if chosen is not None:
@@ -117,29 +157,35 @@ def release(
         raise ReleaseRefused(
             f"pipeline {spec.name}: {source} is a symbolic link; land the file itself instead of releasing it"
         )
-    report = _report(folder)
-    meta = report.get("meta") or {}
+    return source
+
+
+def _landing_name(meta: dict[str, Any], source: str) -> str:
+    """The name the file landed with, unless that name would leave the landing zone or hide in it."""
     name = meta.get("source") or storage.basename(source)
     if name != posixpath.basename(name) or name.startswith((".", "_")) or not name:
-        name = storage.basename(source)  # a recorded name that would leave the landing zone or hide
-    landing = spec.uri("landing")
-    destination = storage.join(landing, name)
+        name = storage.basename(source)
+    return name
+
+
+def _free_destination(spec: PipelineSpec, name: str) -> str:
+    """Where the file goes in the landing zone; refused when a file of that name is already there."""
+    destination = storage.join(spec.uri("landing"), name)
     if storage.exists(destination):
         raise ReleaseRefused(
             f"pipeline {spec.name}: the landing zone already holds {name} ({destination}); wait until "
             "it is ingested, or move it away, then release again"
         )
-    before = meta.get("sha256")
-    after = storage.sha256(source)
-    if before == after and not force:
-        raise ReleaseRefused(
-            f"pipeline {spec.name}: {name} is unchanged since it was quarantined (sha256 {after[:16]}...), "
-            "so it would fail validation again; fix the file in the quarantine folder first, or pass "
-            "--force to ingest it as it is (e.g. after changing the suite or the spec)"
-        )
+    return destination
 
-    # Two renames: the hidden name is ignored by the landing zone (discover, sensors), the second
-    # makes the complete file appear at once under its real name.
+
+def _land(spec: PipelineSpec, source: str, name: str, destination: str) -> str:
+    """Move the file into the landing zone in two renames; returns where it landed.
+
+    The hidden name is ignored by the landing zone (discover, sensors); the second rename makes the
+    complete file appear at once under its real name.
+    """
+    landing = spec.uri("landing")
     hidden = storage.join(landing, f"{storage.TEMP_PREFIX}{uuid.uuid4().hex}-{name}")
     staged = storage.move(source, hidden)
     if storage.exists(destination):  # landed meanwhile: put ours back, refuse
@@ -147,22 +193,7 @@ def release(
         raise ReleaseRefused(
             f"pipeline {spec.name}: {name} landed in {landing} meanwhile; release again later"
         )
-    moved = storage.move(staged, destination)
-    record = {
-        "pipeline": spec.name,
-        "file": name,
-        "from": source,
-        "to": moved,
-        "released_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "released_by": who or _user(),
-        "sha256_quarantined": before,
-        "sha256_released": after,
-        "edited": before != after,
-        "forced": bool(force and before == after),
-        "reason": _reason(report),
-    }
-    storage.write_json(storage.join(folder, MARKER), record)
-    return record
+    return storage.move(staged, destination)
 
 
 def _inside(zone: str, folder: str) -> bool:

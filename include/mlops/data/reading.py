@@ -20,6 +20,7 @@ from include.mlops.storage import open_binary
 
 
 def detect_format(uri: str, declared: str) -> str:
+    """The file's extension wins over the spec, so a mixed landing zone still reads right."""
     ext = posixpath.splitext(uri)[1].lower().lstrip(".")
     return ext if ext in {"csv", "parquet"} else declared
 

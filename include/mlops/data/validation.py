@@ -20,6 +20,8 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
 @dataclass(frozen=True)
 class ValidationOutcome:
+    """A suite's verdict and its GE result, with the failures phrased for people."""
+
     success: bool
     result: dict[str, Any]
 
@@ -45,6 +47,7 @@ class ValidationOutcome:
 
 
 def load_suite(path: Path) -> dict[str, Any]:
+    """A suite file as a dict; an unreadable or malformed suite is a spec error, not bad data."""
     try:
         suite = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -78,7 +81,7 @@ def gx_session(suite: dict[str, Any]) -> tuple[Any, Any, Any]:
     from great_expectations.core.expectation_suite import ExpectationSuite
 
     context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = {"globally": False}
+    context.variables.progress_bars = {"globally": False}  # type: ignore[assignment]  # GE accepts the dict
     try:
         gx_suite = context.suites.add(ExpectationSuite(**{**suite, "name": suite.get("name", "suite")}))
     except Exception as exc:

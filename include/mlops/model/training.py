@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +24,26 @@ from include.mlops.errors import DataError
 from include.mlops.model.estimators import build_model
 from include.mlops.monitoring.reference import write_reference
 from include.mlops.spec import PipelineSpec
+from include.mlops.tags import (
+    AIRFLOW_DAG_ID,
+    AIRFLOW_RUN_ID,
+    CODE_VERSION,
+    DATASET_SHA256,
+    DATASET_URIS,
+    ESTIMATOR,
+    HOLDOUT_ROWS,
+    PIPELINE,
+    TRAINING_ROWS,
+    VALIDATION,
+)
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainResult:
+    """What training registered; the train task returns ``to_dict()`` to XCom for the gate and links."""
+
     run_id: str
     experiment_id: str
     version: str
@@ -39,7 +53,13 @@ class TrainResult:
     holdout_rows: int
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable copy, for XCom and the CLI."""
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainResult:
+        """The record back from ``to_dict()`` (an XCom value), ignoring keys it does not know."""
+        return cls(**{f.name: data[f.name] for f in fields(cls)})
 
 
 def holdout_mask(frame: pd.DataFrame, spec: PipelineSpec) -> np.ndarray:
@@ -65,30 +85,73 @@ def _prepare(frame: pd.DataFrame, spec: PipelineSpec) -> tuple[pd.DataFrame, pd.
 def train(
     spec: PipelineSpec, *, lineage: dict[str, str] | None = None, tracking_uri: str | None = None
 ) -> TrainResult:
-    """Fit on every published dataset, evaluate on the holdout, log and register the model."""
-    import mlflow
-    from mlflow.models import infer_signature
+    """Fit on every published dataset, evaluate on the holdout, log and register the model.
 
+    A retried Airflow task finds the version its run already registered and returns it instead of
+    training a second one.
+    """
     client = tracking.client(tracking_uri)
     with tracking.service_errors(tracking_uri):
         existing = _version_of_run(client, spec.model_name, lineage)
     if existing is not None:
-        log.info(
-            "This Airflow run already registered %s v%s; not training twice",
-            spec.model_name,
-            existing.version,
-        )
-        with tracking.service_errors(tracking_uri):
-            run = client.get_run(existing.run_id)
-        return TrainResult(
-            run_id=existing.run_id,
-            experiment_id=run.info.experiment_id,
-            version=str(existing.version),
-            model_uri=f"models:/{spec.model_name}/{existing.version}",
-            metrics=dict(run.data.metrics),
-            training_rows=int(existing.tags.get("mlops.training_rows", 0)),
-            holdout_rows=int(existing.tags.get("mlops.holdout_rows", 0)),
-        )
+        return _already_trained(client, spec, existing, tracking_uri)
+    data = _split(spec)
+    with tracking.service_errors(tracking_uri):
+        experiment_id = tracking.ensure_experiment(spec.experiment_name)
+    model = build_model(spec, data.x_train)
+    log.info(
+        "Fitting %s on %d rows (%d held out)", spec.training.estimator, len(data.x_train), len(data.x_holdout)
+    )
+    model.fit(data.x_train, data.y_train)
+    scores = metrics.compute(spec.data.task, model, data.x_holdout, data.y_holdout)
+    log.info("Holdout metrics: %s", scores)
+    run_tags = _lineage_tags(spec, data, lineage)
+    with tracking.service_errors(tracking_uri):
+        run_id, version = _log_and_register(client, spec, model, data, scores, experiment_id, run_tags)
+    log.info("Registered %s version %s (alias challenger)", spec.model_name, version)
+    return TrainResult(
+        run_id=run_id,
+        experiment_id=experiment_id,
+        version=version,
+        model_uri=f"models:/{spec.model_name}/{version}",
+        metrics=scores,
+        training_rows=len(data.x_train),
+        holdout_rows=len(data.x_holdout),
+    )
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The training set and the holdout, split and checked once, used by every training step."""
+
+    holdout: pd.DataFrame  # whole rows (target included), logged for the gate
+    x_train: pd.DataFrame
+    y_train: pd.Series
+    x_holdout: pd.DataFrame
+    y_holdout: pd.Series
+    manifests: list[dict[str, Any]]
+
+
+def _already_trained(client: Any, spec: PipelineSpec, existing: Any, tracking_uri: str | None) -> TrainResult:
+    """The result of the version this Airflow run registered before (the task is being retried)."""
+    log.info(
+        "This Airflow run already registered %s v%s; not training twice", spec.model_name, existing.version
+    )
+    with tracking.service_errors(tracking_uri):
+        run = client.get_run(existing.run_id)
+    return TrainResult(
+        run_id=existing.run_id,
+        experiment_id=run.info.experiment_id,
+        version=str(existing.version),
+        model_uri=f"models:/{spec.model_name}/{existing.version}",
+        metrics=dict(run.data.metrics),
+        training_rows=int(existing.tags.get(TRAINING_ROWS, 0)),
+        holdout_rows=int(existing.tags.get(HOLDOUT_ROWS, 0)),
+    )
+
+
+def _split(spec: PipelineSpec) -> TrainingData:
+    """Every published dataset, split by ``holdout_mask``; too little data fails here, before MLflow."""
     frame, manifests = load_training_frame(spec)
     mask = holdout_mask(frame, spec)
     train_frame, holdout = frame[~mask].reset_index(drop=True), frame[mask].reset_index(drop=True)
@@ -102,30 +165,37 @@ def train(
         raise DataError(
             f"pipeline {spec.name}: target {spec.data.target!r} has a single class in the training data"
         )
+    return TrainingData(holdout, x_train, y_train, x_holdout, y_holdout, manifests)
 
-    with tracking.service_errors(tracking_uri):
-        experiment_id = tracking.ensure_experiment(spec.experiment_name)
-    model = build_model(spec, x_train)
-    log.info("Fitting %s on %d rows (%d held out)", spec.training.estimator, len(x_train), len(x_holdout))
-    model.fit(x_train, y_train)
-    scores = metrics.compute(spec.data.task, model, x_holdout, y_holdout)
-    log.info("Holdout metrics: %s", scores)
 
-    tags = {
-        "mlops.pipeline": spec.name,
-        "mlops.dataset_uris": ",".join(m["uri"] for m in manifests),
-        "mlops.dataset_sha256": ",".join(m["sha256"][:16] for m in manifests),
-        "mlops.validation": "passed",
-        "mlops.code_version": tracking.code_version(),
-        "mlops.estimator": spec.training.estimator,
-        "mlops.training_rows": str(len(x_train)),
-        "mlops.holdout_rows": str(len(x_holdout)),
+def _lineage_tags(spec: PipelineSpec, data: TrainingData, lineage: dict[str, str] | None) -> dict[str, str]:
+    """The tags of the run and of its model version: where the data came from, and which Airflow run."""
+    return {
+        PIPELINE: spec.name,
+        DATASET_URIS: ",".join(m["uri"] for m in data.manifests),
+        DATASET_SHA256: ",".join(m["sha256"][:16] for m in data.manifests),
+        VALIDATION: "passed",
+        CODE_VERSION: tracking.code_version(),
+        ESTIMATOR: spec.training.estimator,
+        TRAINING_ROWS: str(len(data.x_train)),
+        HOLDOUT_ROWS: str(len(data.x_holdout)),
         **(lineage or {}),
     }
-    with (
-        tracking.service_errors(tracking_uri),
-        mlflow.start_run(experiment_id=experiment_id, tags=tags) as run,
-    ):
+
+
+def _log_and_register(
+    client: Any,
+    spec: PipelineSpec,
+    model: Any,
+    data: TrainingData,
+    scores: dict[str, float],
+    experiment_id: str,
+    run_tags: dict[str, str],
+) -> tuple[str, str]:
+    """One MLflow run with params, metrics, data artifacts and the model; returns (run id, version)."""
+    import mlflow
+
+    with mlflow.start_run(experiment_id=experiment_id, tags=run_tags) as run:
         mlflow.log_params(
             {
                 "estimator": spec.training.estimator,
@@ -135,56 +205,63 @@ def train(
             }
         )
         mlflow.log_metrics(scores)
-        with tempfile.TemporaryDirectory() as tmp:
-            holdout.to_parquet(Path(tmp) / "holdout.parquet", index=False)
-            reference = x_train.sample(
-                min(len(x_train), spec.training.reference_rows), random_state=spec.training.seed
-            )
-            reference.to_parquet(Path(tmp) / "reference.parquet", index=False)
-            write_reference(Path(tmp), model, x_train, reference, seed=spec.training.seed)
-            for name in (
-                "holdout.parquet",
-                "reference.parquet",
-                "reference_profile.json",
-                "reference_predictions.parquet",
-            ):
-                mlflow.log_artifact(str(Path(tmp) / name), "data")
-        # Integer columns are declared as doubles: a scoring batch with a missing value in one of them
-        # arrives as floats and must still match the signature.
-        example = x_train.head(100).astype(
-            {c: "float64" for c in x_train.columns if pd.api.types.is_integer_dtype(x_train[c])}
-        )
-        signature = infer_signature(example, model.predict(x_train.head(100)))
-        info = mlflow.sklearn.log_model(
-            model,
-            name="model",
-            signature=signature,
-            input_example=example.head(5),
-            skops_trusted_types=own_types(model),
-        )
-        version = mlflow.register_model(info.model_uri, spec.model_name, tags=tags)
+        _log_data(spec, model, data)
+        model_uri = _log_model(model, data.x_train)
+        version = mlflow.register_model(model_uri, spec.model_name, tags=run_tags)
         client.set_registered_model_alias(spec.model_name, "challenger", version.version)
-    log.info("Registered %s version %s (alias challenger)", spec.model_name, version.version)
-    return TrainResult(
-        run_id=run.info.run_id,
-        experiment_id=experiment_id,
-        version=str(version.version),
-        model_uri=f"models:/{spec.model_name}/{version.version}",
-        metrics=scores,
-        training_rows=len(x_train),
-        holdout_rows=len(x_holdout),
+    return run.info.run_id, str(version.version)
+
+
+def _log_data(spec: PipelineSpec, model: Any, data: TrainingData) -> None:
+    """The holdout (for the gate) and the drift reference (sample, profile, predictions) under ``data/``."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data.holdout.to_parquet(Path(tmp) / "holdout.parquet", index=False)
+        reference = data.x_train.sample(
+            min(len(data.x_train), spec.training.reference_rows), random_state=spec.training.seed
+        )
+        reference.to_parquet(Path(tmp) / "reference.parquet", index=False)
+        write_reference(Path(tmp), model, data.x_train, reference, seed=spec.training.seed)
+        for name in (
+            "holdout.parquet",
+            "reference.parquet",
+            "reference_profile.json",
+            "reference_predictions.parquet",
+        ):
+            mlflow.log_artifact(str(Path(tmp) / name), "data")
+
+
+def _log_model(model: Any, x_train: pd.DataFrame) -> str:
+    """Log the fitted model with its signature and an input example; returns the logged model's URI."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    # Integer columns are declared as doubles: a scoring batch with a missing value in one of them
+    # arrives as floats and must still match the signature.
+    example = x_train.head(100).astype(
+        {c: "float64" for c in x_train.columns if pd.api.types.is_integer_dtype(x_train[c])}
     )
+    signature = infer_signature(example, model.predict(x_train.head(100)))
+    info = mlflow.sklearn.log_model(
+        model,
+        name="model",
+        signature=signature,
+        input_example=example.head(5),
+        skops_trusted_types=own_types(model),
+    )
+    return info.model_uri
 
 
 def _version_of_run(client: Any, model: str, lineage: dict[str, str] | None) -> Any:
     """The version an Airflow run already registered (a cleared and re-run task must not add another)."""
-    if not lineage or not lineage.get("airflow.run_id"):
+    if not lineage or not lineage.get(AIRFLOW_RUN_ID):
         return None
     for version in tracking.model_versions(client, model):
-        tags = version.tags or {}
-        if tags.get("airflow.run_id") == lineage["airflow.run_id"] and tags.get(
-            "airflow.dag_id"
-        ) == lineage.get("airflow.dag_id"):
+        version_tags = version.tags or {}
+        if version_tags.get(AIRFLOW_RUN_ID) == lineage[AIRFLOW_RUN_ID] and version_tags.get(
+            AIRFLOW_DAG_ID
+        ) == lineage.get(AIRFLOW_DAG_ID):
             return version
     return None
 

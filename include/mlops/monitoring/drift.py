@@ -10,7 +10,8 @@ each column's test several times, which takes minutes and gigabytes on millions 
 window is streamed in bounded memory (``drift_stats``) and each column gets the test, threshold and
 verdict Evidently would give it on the full data, from Evidently's own ``StatTest`` run on summaries
 (see ``docs/drift.md``). The HTML + JSON report is still Evidently's ``DataDriftPreset``, drawn on
-the two row samples and carrying the full-data values and verdicts, so it agrees with the summary.
+the two row samples and carrying the full-data values and verdicts, so it agrees with the summary
+(``drift_report``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from contextvars import ContextVar
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import pandas as pd
@@ -27,6 +28,7 @@ from include.mlops import storage, tracking
 from include.mlops.data.reading import detect_format
 from include.mlops.errors import DataError, NothingToDo
 from include.mlops.monitoring import drift_stats
+from include.mlops.monitoring.drift_report import render_report
 from include.mlops.monitoring.drift_stats import ColumnSummary, Decision
 from include.mlops.monitoring.reference import Reference, load_reference
 from include.mlops.scoring.inference import scored_batches
@@ -37,10 +39,6 @@ log = logging.getLogger(__name__)
 
 BATCH_ROWS = 1 << 17  # rows per Arrow batch read from the window
 PREDICTION_COLUMNS = ("prediction", "probability")
-FULL_DATA_SUFFIX = " (full data)"
-
-# Verdicts computed on the full data, looked up by the report's stand-in tests (see _full_data_test).
-_FULL_DATA_DECISIONS: ContextVar[dict[str, Decision]] = ContextVar("mlops_full_data_decisions")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -93,129 +91,88 @@ def sketch_files(
 
 
 # ---------------------------------------------------------------------------------------------
-# The report
+# The records
 # ---------------------------------------------------------------------------------------------
 
 
-def _full_data_test(base: Any) -> Any:
-    """An Evidently StatTest that reports the verdict already computed on the full data.
+@dataclass(frozen=True)
+class WindowComparison:
+    """The verdicts of one window against a reference, and where its report was written."""
 
-    The report is drawn on row samples; this stand-in, registered once per base test, makes its
-    values, verdicts and drift share the full-data ones. Its name keeps Evidently's display name
-    (with "p_value" for p-value tests), so the snapshot reads like one of Evidently's own.
-    """
-    from evidently.legacy.calculations.stattests import StatTest, register_stattest
-    from evidently.legacy.calculations.stattests.registry import (
-        StatTestNotFoundError,
-        get_registered_stattest,
-    )
+    drift_share: float
+    threshold: float
+    drift_detected: bool
+    drifted_columns: list[str]
+    columns: dict[str, dict[str, Any]]
+    skipped_columns: dict[str, str]
+    prediction_drift: dict[str, Any] | None
+    current_rows: int
+    reference_rows: int
+    report_sample_rows: dict[str, int]
+    report_left_out: list[str]
+    report_html: str
+    report_json: str
 
-    name = base.display_name + FULL_DATA_SUFFIX
-    try:
-        return get_registered_stattest(name, base.allowed_feature_types[0])
-    except StatTestNotFoundError:
-        pass
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable copy (the summary file and the drift task's XCom value hold it)."""
+        return asdict(self)
 
-    def full_data_verdict(reference: pd.Series, current: pd.Series, *_: Any) -> tuple[float, bool]:
-        decision = _FULL_DATA_DECISIONS.get()[str(current.name)]
-        return decision.value, decision.drifted
-
-    test = StatTest(
-        name=name,
-        display_name=name,
-        allowed_feature_types=list(base.allowed_feature_types),
-        default_threshold=base.default_threshold,
-    )
-    register_stattest(test, default_impl=full_data_verdict)
-    return test
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WindowComparison:
+        """The record back from a dict holding (at least) its keys."""
+        return cls(**{f.name: data[f.name] for f in fields(cls)})
 
 
-def render_report(
-    reference: pd.DataFrame,
-    current: pd.DataFrame,
-    decisions: dict[str, Decision],
-    prediction_decisions: dict[str, Decision],
-    *,
-    drift_share: float,
-) -> tuple[str, str, list[str]]:
-    """Evidently's DataDriftPreset (plus prediction drift) on samples, with full-data verdicts.
+@dataclass(frozen=True)
+class DriftResult:
+    """A drift check of a pipeline's champion; crosses to the retraining task as ``to_dict()``."""
 
-    Returns the HTML, the JSON and the columns left out of the report because a sample has no
-    value in them (their verdicts are still in the summary).
-    """
-    from evidently import DataDefinition, Dataset, Report
-    from evidently.legacy.calculations import stattests
-    from evidently.metrics import ValueDrift
-    from evidently.presets import DataDriftPreset
+    pipeline: str
+    model_version: str
+    comparison: WindowComparison
+    inputs: list[str]
+    checked_at: float
+    summary_json: str
 
-    by_name = {t.name: t for t in vars(stattests).values() if isinstance(t, stattests.StatTest)}
-    every = {**decisions, **prediction_decisions}
-
-    def drawable(column: str) -> bool:
-        return all(column in f.columns and f[column].notna().any() for f in (reference, current))
-
-    shown = [c for c in every if drawable(c)]
-    left_out = [c for c in every if c not in shown]
-    methods = {c: _full_data_test(by_name[every[c].stattest]).name for c in shown}
-    definition = DataDefinition(
-        numerical_columns=[c for c in shown if every[c].column_type == "num"],
-        categorical_columns=[c for c in shown if every[c].column_type == "cat"],
-    )
-    features = [c for c in decisions if c in shown]
-    metrics: list[Any] = [
-        DataDriftPreset(
-            columns=features,
-            drift_share=drift_share,
-            per_column_method={c: methods[c] for c in features},
-            per_column_threshold={c: decisions[c].threshold for c in features},
-        )
-    ]
-    metrics += [
-        ValueDrift(column=c, method=methods[c], threshold=d.threshold)
-        for c, d in prediction_decisions.items()
-        if c in shown
-    ]
-    if not metrics[0].columns:
-        metrics = metrics[1:]
-    if not metrics:
-        log.warning("No column has values in both report samples; the report is empty")
-        return "<html><body>No column has values in both samples.</body></html>", "{}", left_out
-    token = _FULL_DATA_DECISIONS.set(every)
-    try:
-        snapshot = Report(metrics).run(
-            current_data=Dataset.from_pandas(
-                current[shown].reset_index(drop=True), data_definition=definition
-            ),
-            reference_data=Dataset.from_pandas(
-                reference[shown].reset_index(drop=True), data_definition=definition
-            ),
-        )
-        return snapshot.get_html_str(as_iframe=False), snapshot.json(), left_out
-    finally:
-        _FULL_DATA_DECISIONS.reset(token)
-
-
-def column_decisions(snapshot: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Per-column verdicts from an Evidently snapshot (p-value tests drift below, distances at/above)."""
-    decisions = {}
-    for metric in snapshot["metrics"]:
-        config = metric.get("config", {})
-        if not config.get("type", "").endswith("ValueDrift"):
-            continue
-        method, threshold, value = config["method"], config["threshold"], float(metric["value"])
-        drifted = value < threshold if "p_value" in method else value >= threshold
-        decisions[config["column"]] = {
-            "method": method,
-            "threshold": threshold,
-            "value": value,
-            "drifted": drifted,
+    def to_dict(self) -> dict[str, Any]:
+        """The flat dict the drift task returns to XCom and writes as ``summary.json``."""
+        return {
+            "pipeline": self.pipeline,
+            "model_version": self.model_version,
+            **self.comparison.to_dict(),
+            "inputs": list(self.inputs),
+            "checked_at": self.checked_at,
+            "summary_json": self.summary_json,
         }
-    return decisions
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DriftResult:
+        """The record back from ``to_dict()`` (an XCom value or a ``summary.json``)."""
+        return cls(
+            pipeline=data["pipeline"],
+            model_version=data["model_version"],
+            comparison=WindowComparison.from_dict(data),
+            inputs=list(data["inputs"]),
+            checked_at=data["checked_at"],
+            summary_json=data["summary_json"],
+        )
 
 
 # ---------------------------------------------------------------------------------------------
 # The check
 # ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Tested:
+    """Verdicts and report samples of one window, before the report is drawn."""
+
+    decisions: dict[str, Decision]
+    prediction_decisions: dict[str, Decision]
+    skipped: dict[str, str]
+    current_rows: int
+    reference_sample: pd.DataFrame
+    current_sample: pd.DataFrame
 
 
 def _prediction_drift(decisions: dict[str, Decision]) -> dict[str, Any] | None:
@@ -239,9 +196,43 @@ def compare_window(
     drift_share_threshold: float,
     sample_rows: int,
     seed: int = 0,
-) -> dict[str, Any]:
+) -> WindowComparison:
     """Compare the window (input files, and their prediction files) with the reference; write reports."""
     started = time.monotonic()
+    tested = _test_features(reference, inputs, fmt, sample_rows=sample_rows, seed=seed)
+    if outputs:
+        tested = _test_predictions(reference, tested, outputs, sample_rows=sample_rows, seed=seed)
+    checked = time.monotonic()
+    html_uri, json_uri, left_out = _write_report(tested, folder, drift_share_threshold)
+    log.info(
+        "Window of %d rows summarised and tested in %.1f s, report in %.1f s",
+        tested.current_rows,
+        checked - started,
+        time.monotonic() - checked,
+    )
+    decisions = tested.decisions
+    share = sum(d.drifted for d in decisions.values()) / len(decisions)
+    return WindowComparison(
+        drift_share=share,
+        threshold=drift_share_threshold,
+        drift_detected=share >= drift_share_threshold,
+        drifted_columns=sorted(c for c, d in decisions.items() if d.drifted),
+        columns={c: d.to_dict() for c, d in decisions.items()},
+        skipped_columns=tested.skipped,
+        prediction_drift=_prediction_drift(tested.prediction_decisions),
+        current_rows=tested.current_rows,
+        reference_rows=reference.rows,
+        report_sample_rows={"reference": len(tested.reference_sample), "current": len(tested.current_sample)},
+        report_left_out=left_out,
+        report_html=html_uri,
+        report_json=json_uri,
+    )
+
+
+def _test_features(
+    reference: Reference, inputs: list[str], fmt: str, *, sample_rows: int, seed: int
+) -> _Tested:
+    """Stream the input files once and test every feature column the window has values in."""
     columns = list(reference.features)
     window = sketch_files(inputs, fmt, reference.features, columns, sample_rows=sample_rows, seed=seed)
     present = [c for c in columns if window.sketches[c].kinds]
@@ -252,75 +243,65 @@ def compare_window(
             "no column could be compared with the reference: "
             + "; ".join(f"{c}: {why}" for c, why in skipped.items())
         )
-    current_sample = window.sample.frame()
+    return _Tested(decisions, {}, skipped, window.rows, reference.sample, window.sample.frame())
 
-    prediction_decisions: dict[str, Decision] = {}
-    reference_sample = reference.sample
+
+def _test_predictions(
+    reference: Reference, tested: _Tested, outputs: list[str], *, sample_rows: int, seed: int
+) -> _Tested:
+    """Test the model's predictions too, and add them to the report samples when rows line up."""
     pred_columns = [c for c in PREDICTION_COLUMNS if c in reference.predictions]
-    if pred_columns and outputs:
-        scored = sketch_files(
-            outputs, "parquet", reference.predictions, pred_columns, sample_rows=sample_rows, seed=seed
+    if not pred_columns:
+        return tested
+    scored = sketch_files(
+        outputs, "parquet", reference.predictions, pred_columns, sample_rows=sample_rows, seed=seed
+    )
+    live = [c for c in pred_columns if scored.sketches[c].rows]
+    prediction_decisions, pred_skipped = drift_stats.compare(reference.predictions, scored.summaries(), live)
+    skipped = {**tested.skipped, **{f"prediction:{c}": why for c, why in pred_skipped.items()}}
+    current_sample, reference_sample = tested.current_sample, tested.reference_sample
+    if scored.rows == tested.current_rows:  # same row positions, hence the same sampled rows
+        current_sample = pd.concat([current_sample, scored.sample.frame()[live]], axis=1)
+    if reference.prediction_sample is not None and len(reference.prediction_sample) == len(reference_sample):
+        reference_sample = pd.concat(
+            [reference_sample.reset_index(drop=True), reference.prediction_sample], axis=1
         )
-        live = [c for c in pred_columns if scored.sketches[c].rows]
-        prediction_decisions, pred_skipped = drift_stats.compare(
-            reference.predictions, scored.summaries(), live
-        )
-        skipped.update({f"prediction:{c}": why for c, why in pred_skipped.items()})
-        if scored.rows == window.rows:  # same row positions, hence the same sampled rows
-            current_sample = pd.concat([current_sample, scored.sample.frame()[live]], axis=1)
-        if reference.prediction_sample is not None and len(reference.prediction_sample) == len(
-            reference_sample
-        ):
-            reference_sample = pd.concat(
-                [reference_sample.reset_index(drop=True), reference.prediction_sample], axis=1
-            )
-    checked = time.monotonic()
+    return replace(
+        tested,
+        prediction_decisions=prediction_decisions,
+        skipped=skipped,
+        reference_sample=reference_sample,
+        current_sample=current_sample,
+    )
 
+
+def _write_report(tested: _Tested, folder: str, drift_share_threshold: float) -> tuple[str, str, list[str]]:
+    """Draw Evidently's report and write ``report.html`` and ``report.json``; returns their URIs and
+    the columns left out of it."""
     html, report_json, left_out = render_report(
-        reference_sample,
-        current_sample,
-        decisions,
-        prediction_decisions,
+        tested.reference_sample,
+        tested.current_sample,
+        tested.decisions,
+        tested.prediction_decisions,
         drift_share=drift_share_threshold,
     )
     html_uri, json_uri = storage.join(folder, "report.html"), storage.join(folder, "report.json")
     storage.write_text(html_uri, html)
     storage.write_text(json_uri, report_json)
-    share = sum(d.drifted for d in decisions.values()) / len(decisions)
-    log.info(
-        "Window of %d rows summarised and tested in %.1f s, report in %.1f s",
-        window.rows,
-        checked - started,
-        time.monotonic() - checked,
-    )
-    return {
-        "drift_share": share,
-        "threshold": drift_share_threshold,
-        "drift_detected": share >= drift_share_threshold,
-        "drifted_columns": sorted(c for c, d in decisions.items() if d.drifted),
-        "columns": {c: d.to_dict() for c, d in decisions.items()},
-        "skipped_columns": skipped,
-        "prediction_drift": _prediction_drift(prediction_decisions),
-        "current_rows": window.rows,
-        "reference_rows": reference.rows,
-        "report_sample_rows": {"reference": len(reference_sample), "current": len(current_sample)},
-        "report_left_out": left_out,
-        "report_html": html_uri,
-        "report_json": json_uri,
-    }
+    return html_uri, json_uri, left_out
 
 
 def check(spec: PipelineSpec, *, run_key: str, tracking_uri: str | None = None) -> dict[str, Any]:
-    """Drift of the latest scored window against the champion's reference; reports under ``run_key``."""
-    client = tracking.client(tracking_uri)
-    with tracking.service_errors(tracking_uri):
-        version = alias_version(client, spec.model_name, "champion")
-        if version is None:
-            raise NothingToDo(
-                f"pipeline {spec.name}: no champion yet, so no training reference to compare with"
-            )
-        run_id = client.get_model_version(spec.model_name, version).run_id
-        reference = load_reference(run_id, client)
+    """Drift of the latest scored window against the champion's reference; reports under ``run_key``.
+
+    Returns ``DriftResult.to_dict()``: the drift task stores it in XCom for the retraining request.
+    """
+    return run_check(spec, run_key=run_key, tracking_uri=tracking_uri).to_dict()
+
+
+def run_check(spec: PipelineSpec, *, run_key: str, tracking_uri: str | None = None) -> DriftResult:
+    """``check`` as a record, for callers in the core."""
+    version, reference = _champion_reference(spec, tracking_uri)
     batches = scored_batches(spec)[: spec.monitoring.window_batches]
     if not batches:
         raise NothingToDo(f"pipeline {spec.name}: no scored input yet to compare with the reference")
@@ -341,21 +322,34 @@ def check(spec: PipelineSpec, *, run_key: str, tracking_uri: str | None = None) 
         )
     except DataError as exc:
         raise DataError(f"pipeline {spec.name}: drift check v{version}: {exc}") from None
-    result = {
-        "pipeline": spec.name,
-        "model_version": version,
-        **compared,
-        "inputs": inputs,
-        "checked_at": time.time(),
-    }
-    result["summary_json"] = storage.join(folder, "summary.json")
-    storage.write_json(result["summary_json"], result)
+    result = DriftResult(
+        pipeline=spec.name,
+        model_version=version,
+        comparison=compared,
+        inputs=inputs,
+        checked_at=time.time(),
+        summary_json=storage.join(folder, "summary.json"),
+    )
+    storage.write_json(result.summary_json, result.to_dict())
     log.info(
         "Drift share %.2f (threshold %.2f) on %d rows; drifted: %s; report: %s",
-        result["drift_share"],
+        compared.drift_share,
         spec.monitoring.drift_share_threshold,
-        result["current_rows"],
-        ", ".join(result["drifted_columns"]) or "none",
-        result["report_html"],
+        compared.current_rows,
+        ", ".join(compared.drifted_columns) or "none",
+        compared.report_html,
     )
     return result
+
+
+def _champion_reference(spec: PipelineSpec, tracking_uri: str | None) -> tuple[str, Reference]:
+    """The champion's version and the training reference saved with it."""
+    client = tracking.client(tracking_uri)
+    with tracking.service_errors(tracking_uri):
+        version = alias_version(client, spec.model_name, "champion")
+        if version is None:
+            raise NothingToDo(
+                f"pipeline {spec.name}: no champion yet, so no training reference to compare with"
+            )
+        run_id = str(client.get_model_version(spec.model_name, version).run_id)
+        return version, load_reference(run_id, client)

@@ -148,6 +148,7 @@ class ColumnSummary:
 
     @property
     def distinct(self) -> int | None:
+        """The number of distinct values, when they were counted (categorical columns)."""
         return None if self.counts is None else len(self.counts)
 
     def quantile_proxy(self) -> np.ndarray:
@@ -260,6 +261,7 @@ def profile_column(series: pd.Series) -> ColumnSummary:
 
 
 def profile_frame(frame: pd.DataFrame) -> dict[str, ColumnSummary]:
+    """Summaries of every column of an in-memory frame (the training reference)."""
     return {str(column): profile_column(frame[column]) for column in frame.columns}
 
 
@@ -285,9 +287,11 @@ class ColumnSketch:
             self.bin_sums = np.zeros(bins, dtype=np.float64)
 
     def add_nulls(self, rows: int) -> None:
+        """Count rows where the column is absent from a file, as missing values."""
         self.nulls += rows
 
     def update(self, array: pa.Array | pa.ChunkedArray) -> None:
+        """Fold one Arrow array of the column into the summary, in bounded memory."""
         kind = arrow_kind(array)
         self.kinds.add(kind)
         if kind in NUMERIC_KINDS:
@@ -354,6 +358,7 @@ class ColumnSketch:
         self.counts = _merge_counts(self.counts, part)
 
     def summary(self) -> ColumnSummary:
+        """The column's summary so far, in the form the tests compare with the reference."""
         kind = merge_kinds(self.kinds) if self.kinds else "other"
         result = ColumnSummary(kind=kind, rows=self.rows, nulls=self.nulls, counts=self.counts)
         if kind in NUMERIC_KINDS:
@@ -383,6 +388,7 @@ class RowSample:
         self.table: pa.Table | None = None
 
     def update(self, table: pa.Table, offset: int) -> None:
+        """Fold one Arrow batch into the sample."""
         keys = _mix64(np.arange(offset, offset + table.num_rows, dtype=np.uint64) ^ self.seed)
         if len(self.keys) >= self.size:
             wanted = np.flatnonzero(keys < self.keys.max())
@@ -401,6 +407,7 @@ class RowSample:
         self.table, self.keys = merged, all_keys
 
     def frame(self) -> pd.DataFrame:
+        """The sampled rows in a stable order, so the same seed gives the same report."""
         if self.table is None:
             return pd.DataFrame()
         return self.table.take(pa.array(np.argsort(self.keys, kind="stable"))).to_pandas()
@@ -429,6 +436,7 @@ class WindowSketch:
         self.rows = 0
 
     def update(self, table: pa.Table) -> None:
+        """Fold one table of the window into every column's sketch."""
         for column in self.columns:
             if column in table.column_names:
                 self.sketches[column].update(table.column(column))
@@ -440,6 +448,7 @@ class WindowSketch:
         self.rows += table.num_rows
 
     def summaries(self) -> dict[str, ColumnSummary]:
+        """Every column's summary, for ``compare``."""
         return {c: s.summary() for c, s in self.sketches.items()}
 
 
@@ -488,6 +497,8 @@ def _frequency_proxies(
 
 @dataclass
 class Decision:
+    """One column's drift verdict on the full data, as Evidently would give it."""
+
     column: str
     column_type: str
     stattest: str
@@ -500,6 +511,7 @@ class Decision:
     exact: bool
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable copy for the summary file, with the margin to the threshold."""
         margin = (self.value - self.threshold) / self.threshold if self.threshold else math.inf
         return {
             "method": self.method,
@@ -630,6 +642,7 @@ def _summary_from_json(data: dict[str, Any]) -> ColumnSummary:
 def profile_to_json(
     features: dict[str, ColumnSummary], predictions: dict[str, ColumnSummary]
 ) -> dict[str, Any]:
+    """The reference profile as saved with a model version (versioned format)."""
     return {
         "format": PROFILE_FORMAT,
         "cells": CELLS,
@@ -640,6 +653,7 @@ def profile_to_json(
 
 
 def profile_from_json(data: dict[str, Any]) -> tuple[dict[str, ColumnSummary], dict[str, ColumnSummary]]:
+    """The reference profile back; an unknown format fails rather than comparing wrongly."""
     if data.get("format") != PROFILE_FORMAT:
         raise ValueError(f"unsupported reference profile format {data.get('format')!r}")
     return (

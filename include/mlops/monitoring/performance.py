@@ -262,7 +262,7 @@ def check(spec: PipelineSpec, *, run_key: str, tracking_uri: str | None = None) 
     storage.write_json(uri, result)
     if champion is not None and str(champion) in result["versions"]:
         with tracking.service_errors(tracking_uri):
-            run_id = client.get_model_version(spec.model_name, str(champion)).run_id
+            run_id = str(client.get_model_version(spec.model_name, str(champion)).run_id)
             log_to_tracking(client, run_id, result)
     mine = result["versions"].get(str(champion), {})
     log.info(

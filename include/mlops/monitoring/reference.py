@@ -53,6 +53,7 @@ class Reference:
 
     @property
     def rows(self) -> int:
+        """Rows of the training set behind the profile (nulls included)."""
         return max((s.rows + s.nulls for s in self.features.values()), default=0)
 
 

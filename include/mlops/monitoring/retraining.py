@@ -20,6 +20,7 @@ from typing import Any
 
 from include.mlops import storage, tracking
 from include.mlops.spec import PipelineSpec
+from include.mlops.tags import GATE_DECISION
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ def _state_uri(spec: PipelineSpec) -> str:
 
 
 def history(spec: PipelineSpec) -> list[dict[str, Any]]:
+    """Every recorded retraining decision of the pipeline, oldest first (the cool-down reads it)."""
     uri = _state_uri(spec)
     return storage.read_json(uri) if storage.exists(uri) else []
 
@@ -37,7 +39,7 @@ def gated_since(client: Any, model: str, since: float) -> str | None:
     """The first version registered after ``since`` (epoch seconds) that has a gate decision."""
     for version in sorted(tracking.model_versions(client, model), key=lambda v: int(v.version)):
         created = (version.creation_timestamp or 0) / 1000
-        if created >= since and (version.tags or {}).get("mlops.gate.decision"):
+        if created >= since and (version.tags or {}).get(GATE_DECISION):
             return str(version.version)
     return None
 
