@@ -24,8 +24,9 @@ store and data root) with a copy of ``include/pipelines/churn.yaml`` in a throw-
   against ``predict`` on the first rows);
 * gate: ``evaluation.evaluate(spec, version=<v2>)``, whole: MLflow look-ups, downloads, both scoring
   passes, every check, plots, report, decision and tags logged. A GateFailed is still a measurement;
-* breakdown: the gate's steps re-run one by one with the same functions, each timed on its own
-  (separately from the gate runs, so their sum only approximates the gate).
+* breakdown: the gate's steps (``include.mlops.gate.steps``, the functions ``evaluate`` is made of)
+  re-run one by one, each timed on its own (separately from the gate runs, so their sum only
+  approximates the gate); the breakdown logs and tags a decision of its own, as a gate run does.
 
 After one untimed warm-up of the floor and the gate, floor, gate and breakdown alternate N times
 (3; 1 with ``--quick``, which also shrinks the holdout to 50k rows), with a last floor at the end;
@@ -88,6 +89,7 @@ class Stopwatch:
 
     @contextmanager
     def step(self, name: str) -> Iterator[None]:
+        """Time the block under ``name`` (accumulating, so a step may be split)."""
         started = time.perf_counter()
         try:
             yield
@@ -194,92 +196,61 @@ def run_gate(spec: PipelineSpec, version: str) -> tuple[float, str]:
 
 
 def breakdown(spec: PipelineSpec, version: str) -> dict[str, dict[str, float]]:
-    """The gate's steps one by one (same functions, same order as ``evaluate``), each timed."""
-    import mlflow
+    """The gate's steps one by one: the very functions ``evaluate`` calls, in its order, each timed.
 
-    from include.mlops import metrics, tracking
-    from include.mlops.artifacts import HOLDOUT_ARTIFACT, download_run_frame
-    from include.mlops.data.columns import feature_columns
+    Unlike the gate, the latency check always runs (with ``LATENCY`` when the spec sets no budget) so
+    its cost is known; it joins the decision only when the spec sets a budget, as in the gate.
+    """
+    from include.mlops import tracking
     from include.mlops.gate import checks as gate_checks
-    from include.mlops.gate import evaluation
     from include.mlops.gate import report as gate_report
+    from include.mlops.gate import steps
+    from include.mlops.gate.evaluation import decide
 
     io, compute = Stopwatch(), Stopwatch()
-    task, model, primary = spec.data.task, spec.model_name, spec.evaluation.primary_metric
     with tempfile.TemporaryDirectory() as tmp:
         with io.step("registry_lookups"):
             client = tracking.client()
-            candidate_mv = tracking.get_version(client, model, version)
-            champion_version = str(client.get_model_version_by_alias(model, "champion").version)
+            versions = steps.resolve_versions(client, spec, version)
         with io.step("holdout_download_read"):
-            holdout = download_run_frame(candidate_mv.run_id, HOLDOUT_ARTIFACT)
-            features, target = holdout[feature_columns(holdout, spec)], holdout[spec.data.target]
+            holdout = steps.load_holdout(spec, versions)
         with io.step("candidate_download_load"):
-            local = tracking.model_dir(client, model, version, f"{tmp}/c")
-            candidate_model = mlflow.sklearn.load_model(str(local))
-            signature = mlflow.models.Model.load(str(local)).signature
+            candidate_model = steps.load_candidate(client, versions, f"{tmp}/c")
         with io.step("champion_download_load"):
-            champion_dir = tracking.model_dir(client, model, champion_version, f"{tmp}/p")
-            champion_model = mlflow.sklearn.load_model(str(champion_dir))
+            champion_model = steps.load_champion(client, versions, f"{tmp}/p")
         with compute.step("score_candidate"):
-            candidate = metrics.score(task, candidate_model, features)
+            candidate = steps.score(spec, candidate_model.model, holdout)
         with compute.step("score_champion"):
-            champion = metrics.score(task, champion_model, features)
+            champion = steps.score(spec, champion_model, holdout) if champion_model is not None else None
         with compute.step("metrics_both"):
-            candidate_scores = metrics.from_scored(task, target, candidate)
-            champion_scores = metrics.from_scored(task, target, champion)
-            checks = evaluation.decide(spec, candidate_scores, champion_scores)
+            scores = steps.measure(spec, holdout, candidate, champion)
+            checks = decide(spec, scores.candidate_metrics, scores.champion_metrics)
         with compute.step("bootstrap_paired"):
-            exact = metrics.improvement(primary, candidate_scores[primary], champion_scores[primary])
-            record, distribution = gate_checks.bootstrap_check(spec, target, candidate, champion, exact)
-            checks.append(record)
+            boot = steps.paired_bootstrap(spec, holdout, scores)
+            checks += [boot.check] if boot else []
         with compute.step("slices"):
-            checks += gate_checks.slice_checks(spec, holdout, candidate)
+            checks += gate_checks.slice_checks(spec, holdout.frame, candidate)
         with compute.step("latency"):  # not part of the gate unless the spec sets a budget
-            latency = gate_checks.latency_check(with_latency(spec), candidate_model, features)
+            latency = steps.latency(with_latency(spec), candidate_model, holdout)
             if spec.evaluation.latency is not None:
-                checks.append(latency)
+                checks += latency
         with compute.step("size_schema"):
-            checks.append(gate_checks.size_check(spec, local))
-            required = signature.inputs.input_names() if signature else list(features.columns)
-            checks.append(gate_checks.schema_check(spec, required))
-        decision = {
-            "id": "bench",
-            "pipeline": spec.name,
-            "model": model,
-            "candidate_version": version,
-            "champion_version": champion_version,
-            "passed": all(c["passed"] for c in checks),
-            "checks": checks,
-            "reasons": [c["reason"] for c in checks],
-            "candidate_metrics": candidate_scores,
-            "champion_metrics": champion_scores,
-            "holdout_rows": len(holdout),
-        }
+            checks += steps.artifact_checks(spec, candidate_model, holdout)
+        decision = steps.build_decision(spec, versions, holdout, scores, checks)
         with compute.step("plots"):
-            images = gate_report.plots(
-                task,
-                target.to_numpy(),
-                candidate,
-                champion,
-                distribution,
-                record["interval"],
-                record["margin"],
-            )
+            images = steps.plots(spec, holdout, scores, boot)
         with compute.step("report_html"):
             report = gate_report.render(decision, images)
-        with io.step("log_decision_report_tags"):  # bench/ paths: the real decision stays untouched
-            client.log_dict(candidate_mv.run_id, decision, "bench/decision.json")
-            client.log_text(candidate_mv.run_id, report, "bench/report.html")
-            for i in range(5):
-                client.set_model_version_tag(model, version, f"bench.tag{i}", "x" * 100)
+        with io.step("log_decision_report_tags"):  # a decision of its own, as a gate run would log
+            steps.record_decision(client, decision, report)
+        features = holdout.features
         diagnostics = Stopwatch()
         with diagnostics.step("candidate_predict_proba_only"):
-            candidate_model.predict_proba(features)
+            candidate_model.model.predict_proba(features)
         with diagnostics.step("candidate_predict_only"):
-            candidate_model.predict(features)
+            candidate_model.model.predict(features)
         with diagnostics.step("candidate_preprocess_only"):
-            candidate_model[:-1].transform(features)
+            candidate_model.model[:-1].transform(features)
     return {"io": io.seconds, "compute": compute.seconds, "diagnostics": diagnostics.seconds}
 
 
@@ -318,6 +289,7 @@ def profile_gate(spec: PipelineSpec, version: str, workdir: Path) -> None:
 
 
 def median_steps(runs: list[dict[str, dict[str, float]]], group: str) -> dict[str, float]:
+    """Per-step medians over the repetitions, so one noisy run does not skew a step."""
     return {name: round(statistics.median(r[group][name] for r in runs), 4) for name in runs[0][group]}
 
 
@@ -358,6 +330,7 @@ def measure(spec: PipelineSpec, version: str, repeats: int) -> dict[str, Any]:
 
 
 def main() -> None:
+    """Set up throw-away state, measure, print the human lines and the JSON line last."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="50k-row holdout, 1 repetition (under a minute)")
     parser.add_argument("--profile", action="store_true", help="also profile one gate with cProfile")

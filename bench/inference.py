@@ -86,10 +86,12 @@ SIZES = {
 
 
 def feature_names() -> list[str]:
+    """The generated feature columns, in the order both sides read them."""
     return [f"f{i:02d}" for i in range(FEATURES)]
 
 
 def make_spec(model: str, data_dir: Path, out_dir: Path, chunk_rows: int | None = None) -> Any:
+    """A pipeline spec pointing at this bench's folders, so ``score_partition`` runs unchanged."""
     import yaml
 
     from include.mlops.spec import parse_spec
@@ -129,6 +131,7 @@ def write_data(path: Path, rows: int, seed: int) -> None:
 
 
 def training_frame(rows: int) -> tuple[Any, Any]:
+    """Generated rows to fit the benchmarked models on (features, target)."""
     import numpy as np
     import pandas as pd
 
@@ -295,6 +298,7 @@ def run_child(workdir: Path, tag: str, *args: str) -> dict[str, Any]:
 
 
 def child_main(options: argparse.Namespace) -> None:
+    """One step (prepare, verify or a measurement) in this fresh process: its imports and peak memory are its own."""
     args = options.child
     if args[0] == "prepare":
         result = child_prepare(Path(args[1]), args[2])
@@ -308,6 +312,7 @@ def child_main(options: argparse.Namespace) -> None:
 
 
 def main() -> None:
+    """Run every measurement in child processes and print the summary, JSON last."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="200k and 50k rows in 25k-row chunks")
     parser.add_argument("--repeats", type=int, default=None, help="baseline/ours pairs per size (default 3)")

@@ -28,6 +28,7 @@ class Scored:
 
     @property
     def binary(self) -> bool:
+        """Two classes: the probability-of-positive metrics and curves apply."""
         return len(self.labels) == 2
 
     @cached_property
@@ -36,11 +37,19 @@ class Scored:
 
         One sort serves the ROC AUC, the ROC curve and the precision-recall curve.
         """
-        order = np.argsort(self.proba[:, 1])[::-1]
-        ranked = self.proba[order, 1]
+        positive = self.probabilities()[:, 1]
+        order = np.argsort(positive)[::-1]
+        ranked = positive[order]
         return order, np.r_[np.flatnonzero(np.diff(ranked)), len(ranked) - 1]
 
+    def probabilities(self) -> np.ndarray:
+        """``proba``, for the metrics that cannot exist without it (AUC, log loss)."""
+        if self.proba is None:
+            raise ValueError("this model has no predict_proba: no probability-based metric")
+        return self.proba
+
     def subset(self, mask: np.ndarray) -> Scored:
+        """The rows under ``mask`` (one slice of the holdout)."""
         proba = self.proba[mask] if self.proba is not None else None
         return Scored(self.predicted[mask], proba, self.labels)
 
@@ -175,6 +184,7 @@ def from_scored(
 
 
 def compute(task: str, model: Any, features: pd.DataFrame, target: pd.Series) -> dict[str, float]:
+    """Score and compute every metric in one go (training logs these for its holdout)."""
     return from_scored(task, target, score(task, model, features))
 
 

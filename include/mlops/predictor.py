@@ -31,6 +31,7 @@ class Predictor:
         self.argmax_matches: bool | None = None
 
     def __call__(self, features: pd.DataFrame) -> dict[str, Any]:
+        """Prediction columns for one chunk, from a single model pass when that is exact."""
         import numpy as np
 
         if not self.proba:

@@ -32,14 +32,14 @@ def test_slice_floors_judge_each_segment_and_skip_small_ones():
     spec = spec_with(slices=[{"column": "segment", "metric": "roc_auc", "min": 0.8, "min_rows": 30}])
     spec = spec.model_copy(update={"data": spec.data.model_copy(update={"target": "y"})})
     records = {
-        r["check"]: r
+        r.name: r
         for r in gate_checks.slice_checks(spec, frame, metrics.score("classification", model, frame[["x"]]))
     }
-    assert records["slice:segment:roc_auc:a"]["passed"]
-    assert not records["slice:segment:roc_auc:b"]["passed"]  # the noisy segment misses its floor
+    assert records["slice:segment:roc_auc:a"].passed
+    assert not records["slice:segment:roc_auc:b"].passed  # the noisy segment misses its floor
     assert (
-        records["slice:segment:roc_auc:tiny"]["passed"]
-        and "not judged" in records["slice:segment:roc_auc:tiny"]["reason"]
+        records["slice:segment:roc_auc:tiny"].passed
+        and "not judged" in records["slice:segment:roc_auc:tiny"].reason
     )
 
 
@@ -47,8 +47,8 @@ def test_latency_budget():
     frame, model = fitted()
     ok = gate_checks.latency_check(spec_with(latency={"max_p95_ms": 10_000}), model, frame[["x"]])
     tight = gate_checks.latency_check(spec_with(latency={"max_p95_ms": 0.000001}), model, frame[["x"]])
-    assert ok["passed"] and not tight["passed"]
-    assert "p95 prediction time for a batch of 1000 rows" in tight["reason"]
+    assert ok.passed and not tight.passed
+    assert "p95 prediction time for a batch of 1000 rows" in tight.reason
 
 
 def test_candidate_needing_a_column_the_scoring_data_lacks_is_refused(state):
@@ -57,6 +57,6 @@ def test_candidate_needing_a_column_the_scoring_data_lacks_is_refused(state):
     spec = spec.model_copy(update={"inference": inference})
     storage.write_text(storage.join(spec.uri("scoring"), "batch.csv"), "id,x\n1,0.5\n")
     assert spec.uri("scoring").startswith((state / "data").as_uri())
-    assert gate_checks.schema_check(spec, ["x"])["passed"]
+    assert gate_checks.schema_check(spec, ["x"]).passed
     refused = gate_checks.schema_check(spec, ["x", "new_feature"])
-    assert not refused["passed"] and "lacks column(s) the candidate needs: new_feature" in refused["reason"]
+    assert not refused.passed and "lacks column(s) the candidate needs: new_feature" in refused.reason

@@ -194,7 +194,7 @@ def test_memory_does_not_grow_with_the_input(spec, fitted):
 def test_progress_is_logged_with_rate_and_eta(spec, fitted, caplog):
     model, champion = fitted
     uri = write_input(spec, "batch.csv", scoring_frame(3000, seed=9))
-    with caplog.at_level(logging.INFO, logger="include.mlops.inference"):
+    with caplog.at_level(logging.INFO, logger="include.mlops.scoring"):
         inference.score_partition(spec, uri, champion=champion, run_id="r", model=model, progress_every=0)
     progress = [r.getMessage() for r in caplog.records if "rows/s, ETA" in r.getMessage()]
     assert len(progress) == 3  # one per chunk with progress_every=0
@@ -455,3 +455,16 @@ def test_every_partition_scores_with_the_version_resolved_for_the_run(spec, fitt
         assert np.array_equal(out["prediction"].to_numpy(), expected)
     summary = inference.summarize(champion, manifests)
     assert summary["partitions"] == 3 and summary["rows"] == 1200 and summary["model_version"] == v1
+
+
+def test_pinned_champion_round_trips_through_xcom_json(fitted):
+    from include.mlops.scoring.champion import PinnedChampion
+
+    _, champion = fitted
+    pinned = PinnedChampion.of(json.loads(json.dumps(champion)))
+    assert pinned.version == "7" and [c.name for c in pinned.inputs] == [
+        c["name"] for c in champion["inputs"]
+    ]
+    again = PinnedChampion.from_dict(pinned.to_dict())
+    assert again == pinned and PinnedChampion.of(again) is again
+    assert {k: v for k, v in pinned.to_dict().items() if k in champion} == champion

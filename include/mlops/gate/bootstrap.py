@@ -29,7 +29,7 @@ CHUNK_CELLS = 20_000_000  # resamples x cells per chunk, bounds memory
 def _quantile_bins(scored: Scored) -> np.ndarray:
     """Bin of each row's positive-class score among BINS quantile bins (``np.quantile``'s linear
     interpolation, read off the scores already sorted for the AUC instead of sorting again)."""
-    values = scored.proba[:, 1]
+    values = scored.probabilities()[:, 1]
     order, _ = scored.ranking
     ascending = values[order[::-1]]
     position = np.linspace(0, 1, BINS + 1)[1:-1] * (len(ascending) - 1)
@@ -112,7 +112,7 @@ def _weighted_metric(task: str, metric: str, y: np.ndarray, scored: Scored, w: n
         return 1 - (w @ (err**2)) / sst
     if metric == "log_loss":
         index = {label: i for i, label in enumerate(scored.labels)}
-        p = scored.proba[np.arange(len(y)), [index[v] for v in y]]
+        p = scored.probabilities()[np.arange(len(y)), [index[v] for v in y]]
         return (w @ -np.log(np.clip(p, 1e-15, 1))) / total
     # Multiclass ROC AUC: no cheap form; sklearn with sample weights per resample.
     from sklearn.metrics import roc_auc_score

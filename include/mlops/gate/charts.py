@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 
@@ -68,29 +69,37 @@ class Chart:
         self.legend: list[tuple[str, str]] = []
 
     def x(self, value: np.ndarray | float) -> np.ndarray | float:
+        """Data to pixel coordinate on the x axis."""
         return LEFT + (value - self.x0) / (self.x1 - self.x0) * (WIDTH - LEFT - RIGHT)
 
     def y(self, value: np.ndarray | float) -> np.ndarray | float:
+        """Data to pixel coordinate on the y axis (SVG's y grows downwards)."""
         return HEIGHT - BOTTOM - (value - self.y0) / (self.y1 - self.y0) * (HEIGHT - TOP - BOTTOM)
 
     def line(self, xs: np.ndarray, ys: np.ndarray, *, name: str = "", color: str = COLORS[0]) -> None:
+        """A polyline (thinned, so a 200k-point curve stays a small SVG)."""
         xs, ys = thin(np.asarray(xs, dtype=float), np.asarray(ys, dtype=float))
-        points = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(self.x(xs), self.y(ys), strict=True))
+        points = " ".join(
+            f"{a:.1f},{b:.1f}"
+            for a, b in zip(cast(np.ndarray, self.x(xs)), cast(np.ndarray, self.y(ys)), strict=True)
+        )
         self.parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.6" points="{points}"/>')
         if name:
             self.legend.append((name, color))
 
     def scatter(self, xs: np.ndarray, ys: np.ndarray, *, name: str = "", color: str = COLORS[0]) -> None:
+        """Semi-transparent dots (thinned), so dense regions read as darker."""
         xs, ys = thin(np.asarray(xs, dtype=float), np.asarray(ys, dtype=float))
         dots = "".join(
             f'<circle cx="{a:.1f}" cy="{b:.1f}" r="1.6"/>'
-            for a, b in zip(self.x(xs), self.y(ys), strict=True)
+            for a, b in zip(cast(np.ndarray, self.x(xs)), cast(np.ndarray, self.y(ys)), strict=True)
         )
         self.parts.append(f'<g fill="{color}" fill-opacity="0.35">{dots}</g>')
         if name:
             self.legend.append((name, color))
 
     def bars(self, edges: np.ndarray, counts: np.ndarray, *, name: str = "", color: str = COLORS[0]) -> None:
+        """Histogram bars from bin edges and counts."""
         base = self.y(0.0)
         rects = "".join(
             f'<rect x="{self.x(lo):.1f}" y="{self.y(c):.1f}" width="{max(self.x(hi) - self.x(lo), 0.5):.1f}" '
@@ -103,6 +112,7 @@ class Chart:
             self.legend.append((name, color))
 
     def vline(self, value: float, *, name: str = "", color: str = "#000", dashed: bool = False) -> None:
+        """A vertical marker (interval bounds, the margin) with an optional legend entry."""
         if not self.x0 <= value <= self.x1:
             return
         dash = ' stroke-dasharray="4 3"' if dashed else ""
@@ -114,12 +124,14 @@ class Chart:
             self.legend.append((name, color))
 
     def segment(self, a: tuple[float, float], b: tuple[float, float], color: str = "#999") -> None:
+        """A reference line such as the diagonal of a ROC chart."""
         self.parts.append(
             f'<line x1="{self.x(a[0]):.1f}" y1="{self.y(a[1]):.1f}" x2="{self.x(b[0]):.1f}" '
             f'y2="{self.y(b[1]):.1f}" stroke="{color}" stroke-dasharray="3 3"/>'
         )
 
     def svg(self) -> str:
+        """The chart as inline SVG: axes, ticks, parts and legend."""
         axes = [
             f'<rect x="{LEFT}" y="{TOP}" width="{WIDTH - LEFT - RIGHT}" height="{HEIGHT - TOP - BOTTOM}" '
             'fill="none" stroke="#444"/>'

@@ -1,7 +1,7 @@
 """The gate's checks beyond thresholds: bootstrap CI, slices, latency, size, scoring schema.
 
-Each function returns check records ``{check, value, limit, passed, reason}`` (see evaluation.py),
-so every decision lists what was measured, against what, and why it passed or failed.
+Each function returns ``GateCheck`` records (see records.py), so every decision lists what was
+measured, against what, and why it passed or failed.
 """
 
 from __future__ import annotations
@@ -16,11 +16,9 @@ import pandas as pd
 from include.mlops import metrics, storage
 from include.mlops.data.reading import detect_format
 from include.mlops.gate import bootstrap
-from include.mlops.spec import PipelineSpec
-
-
-def check(name: str, value: Any, passed: bool, limit: str, reason: str, **extra: Any) -> dict[str, Any]:
-    return {"check": name, "value": value, "limit": limit, "passed": passed, "reason": reason, **extra}
+from include.mlops.gate.policy import bounds
+from include.mlops.gate.records import GateCheck
+from include.mlops.spec import PipelineSpec, SliceFloor
 
 
 def bootstrap_check(
@@ -29,7 +27,11 @@ def bootstrap_check(
     candidate: metrics.Scored,
     champion: metrics.Scored,
     exact: float,
-) -> tuple[dict[str, Any], np.ndarray]:
+) -> tuple[GateCheck, np.ndarray]:
+    """The paired-bootstrap interval of the primary metric's improvement must clear the margin.
+
+    Returns the check and the resampled improvements (the report draws them).
+    """
     policy = spec.evaluation.bootstrap
     primary = spec.evaluation.primary_metric
     margin = policy.margin if policy.margin is not None else -spec.evaluation.champion.max_regression
@@ -46,7 +48,7 @@ def bootstrap_check(
     )
     passed = result["lower"] >= margin
     pct = f"{policy.confidence:.0%}"
-    record = check(
+    record = GateCheck(
         f"bootstrap:{primary}",
         result["lower"],
         passed,
@@ -54,83 +56,67 @@ def bootstrap_check(
         f"{primary} improvement {result['improvement']:+.4f}, {pct} CI [{result['lower']:+.4f}, {result['upper']:+.4f}] "
         f"({policy.resamples} paired resamples, seed {policy.seed}); the lower bound "
         f"{'clears' if passed else 'does not clear'} the margin {margin:+.4f}",
-        interval=[result["lower"], result["upper"]],
+        interval=(result["lower"], result["upper"]),
         margin=margin,
     )
     return record, result["distribution"]
 
 
-def slice_checks(
-    spec: PipelineSpec, holdout: pd.DataFrame, candidate: metrics.Scored
-) -> list[dict[str, Any]]:
+def slice_checks(spec: PipelineSpec, holdout: pd.DataFrame, candidate: metrics.Scored) -> list[GateCheck]:
+    """Each slice floor judged on every segment of its column (a good average can hide a bad segment)."""
     records = []
     target = holdout[spec.data.target].to_numpy()
     for floor in spec.evaluation.slices:
         name = f"slice:{floor.column}:{floor.metric}"
         if floor.column not in holdout.columns:
-            records.append(
-                check(
-                    name,
-                    None,
-                    False,
-                    "column present",
-                    f"slice column {floor.column!r} is not in the holdout",
-                )
-            )
+            reason = f"slice column {floor.column!r} is not in the holdout"
+            records.append(GateCheck(name, None, False, "column present", reason))
             continue
-        bound = " and ".join(
-            p
-            for p in (
-                f">= {floor.min}" if floor.min is not None else "",
-                f"<= {floor.max}" if floor.max is not None else "",
+        segments = holdout.groupby(floor.column, dropna=False, observed=True).indices.items()
+        records += [
+            segment_check(
+                spec, floor, f"{name}:{segment}", f"{floor.column}={segment}", index, target, candidate
             )
-            if p
-        )
-        for segment, index in holdout.groupby(floor.column, dropna=False, observed=True).indices.items():
-            label = f"{floor.column}={segment}"
-            if len(index) < floor.min_rows:
-                records.append(
-                    check(
-                        f"{name}:{segment}",
-                        None,
-                        True,
-                        f"{floor.min_rows} rows",
-                        f"{label}: only {len(index)} rows, below min_rows {floor.min_rows}: not judged",
-                    )
-                )
-                continue
-            mask = np.zeros(len(holdout), dtype=bool)
-            mask[index] = True
-            value = metrics.from_scored(
-                spec.data.task, target[mask], candidate.subset(mask), only={floor.metric}
-            ).get(floor.metric)
-            if value is None:
-                records.append(
-                    check(
-                        f"{name}:{segment}",
-                        None,
-                        False,
-                        bound,
-                        f"{label}: {floor.metric} cannot be computed on this segment",
-                    )
-                )
-                continue
-            ok = (floor.min is None or value >= floor.min) and (floor.max is None or value <= floor.max)
-            records.append(
-                check(
-                    f"{name}:{segment}",
-                    value,
-                    ok,
-                    bound,
-                    f"{label} ({len(index)} rows): {floor.metric} = {value:.4f} "
-                    f"{'meets' if ok else 'misses'} {bound}",
-                )
-            )
+            for segment, index in segments
+        ]
     return records
 
 
-def latency_check(spec: PipelineSpec, model: Any, features: pd.DataFrame) -> dict[str, Any]:
+def segment_check(
+    spec: PipelineSpec,
+    floor: SliceFloor,
+    name: str,
+    label: str,
+    index: np.ndarray,
+    target: np.ndarray,
+    candidate: metrics.Scored,
+) -> GateCheck:
+    """One segment of a slice; segments below ``min_rows`` are reported but not judged."""
+    bound = bounds(floor.min, floor.max)
+    if len(index) < floor.min_rows:
+        reason = f"{label}: only {len(index)} rows, below min_rows {floor.min_rows}: not judged"
+        return GateCheck(name, None, True, f"{floor.min_rows} rows", reason)
+    mask = np.zeros(len(target), dtype=bool)
+    mask[index] = True
+    value = metrics.from_scored(
+        spec.data.task, target[mask], candidate.subset(mask), only={floor.metric}
+    ).get(floor.metric)
+    if value is None:
+        return GateCheck(
+            name, None, False, bound, f"{label}: {floor.metric} cannot be computed on this segment"
+        )
+    ok = (floor.min is None or value >= floor.min) and (floor.max is None or value <= floor.max)
+    reason = (
+        f"{label} ({len(index)} rows): {floor.metric} = {value:.4f} {'meets' if ok else 'misses'} {bound}"
+    )
+    return GateCheck(name, value, ok, bound, reason)
+
+
+def latency_check(spec: PipelineSpec, model: Any, features: pd.DataFrame) -> GateCheck:
+    """p95 prediction time of one batch, measured here (only meaningful on the deployment's hardware)."""
     budget = spec.evaluation.latency
+    if budget is None:
+        raise ValueError(f"pipeline {spec.name}: no latency budget to check against")
     batch = features.sample(budget.batch_rows, replace=len(features) < budget.batch_rows, random_state=0)
     model.predict(batch)  # warm-up: first calls pay for lazy initialisation
     timings = []
@@ -140,7 +126,7 @@ def latency_check(spec: PipelineSpec, model: Any, features: pd.DataFrame) -> dic
         timings.append((time.perf_counter() - started) * 1000)
     p95 = float(np.percentile(timings, 95))
     ok = p95 <= budget.max_p95_ms
-    return check(
+    return GateCheck(
         "latency:p95",
         p95,
         ok,
@@ -150,11 +136,14 @@ def latency_check(spec: PipelineSpec, model: Any, features: pd.DataFrame) -> dic
     )
 
 
-def size_check(spec: PipelineSpec, model_dir: Path) -> dict[str, Any]:
+def size_check(spec: PipelineSpec, model_dir: Path) -> GateCheck:
+    """The logged model's size on disk must fit the budget (serving images and memory are finite)."""
     size_mb = sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file()) / 1e6
     limit = spec.evaluation.max_model_mb
+    if limit is None:
+        raise ValueError(f"pipeline {spec.name}: no model size budget to check against")
     ok = size_mb <= limit
-    return check(
+    return GateCheck(
         "model_size",
         size_mb,
         ok,
@@ -178,10 +167,11 @@ def scoring_columns(spec: PipelineSpec) -> tuple[str | None, list[str]]:
         return latest, list(pd.read_csv(handle, nrows=0).columns)
 
 
-def schema_check(spec: PipelineSpec, required: list[str]) -> dict[str, Any]:
+def schema_check(spec: PipelineSpec, required: list[str]) -> GateCheck:
+    """Refuse a candidate that needs a column the scoring data lacks: it would fail in inference."""
     latest, columns = scoring_columns(spec)
     if latest is None:
-        return check(
+        return GateCheck(
             "scoring_schema",
             None,
             True,
@@ -190,7 +180,7 @@ def schema_check(spec: PipelineSpec, required: list[str]) -> dict[str, Any]:
         )
     missing = [c for c in required if c not in columns]
     name = storage.basename(latest)
-    return check(
+    return GateCheck(
         "scoring_schema",
         missing,
         not missing,

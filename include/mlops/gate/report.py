@@ -8,11 +8,13 @@ the improvement.
 from __future__ import annotations
 
 import html
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from include.mlops.gate.charts import COLORS, Chart, histogram
+from include.mlops.gate.records import GateDecision
 from include.mlops.metrics import Scored, binary_curve
 
 
@@ -95,31 +97,35 @@ def plots(
     return out
 
 
-def render(decision: dict[str, Any], images: dict[str, str]) -> str:
+def render(decision: GateDecision | Mapping[str, Any], images: dict[str, str]) -> str:
+    """The report page: failed checks first, both models' metrics side by side, then the charts."""
+    decision = GateDecision.of(decision)
+    champion_metrics = decision.champion_metrics
     rows = "".join(
-        f"<tr class='{'ok' if c['passed'] else 'fail'}'><td>{'pass' if c['passed'] else 'FAIL'}</td>"
-        f"<td>{html.escape(c['check'])}</td><td>{html.escape(str(c.get('limit', '')))}</td>"
-        f"<td>{html.escape(c['reason'])}</td></tr>"
-        for c in sorted(decision["checks"], key=lambda c: c["passed"])
+        f"<tr class='{'ok' if c.passed else 'fail'}'><td>{'pass' if c.passed else 'FAIL'}</td>"
+        f"<td>{html.escape(c.name)}</td><td>{html.escape(str(c.limit))}</td>"
+        f"<td>{html.escape(c.reason)}</td></tr>"
+        for c in sorted(decision.checks, key=lambda c: c.passed)
     )
     metric_rows = "".join(
         f"<tr><td>{html.escape(k)}</td><td>{v:.4f}</td>"
-        f"<td>{'' if not decision.get('champion_metrics') else format(decision['champion_metrics'].get(k, float('nan')), '.4f')}</td></tr>"
-        for k, v in sorted(decision["candidate_metrics"].items())
+        f"<td>{'' if not champion_metrics else format(champion_metrics.get(k, float('nan')), '.4f')}</td></tr>"
+        for k, v in sorted(decision.candidate_metrics.items())
     )
     figures = "".join(f"<figure class='chart' id='{k}'>{v}</figure>" for k, v in images.items())
-    verdict = "PASSED" if decision["passed"] else "FAILED"
-    champion = decision.get("champion_version") or "none"
+    verdict = "PASSED" if decision.passed else "FAILED"
+    champion = decision.champion_version or "none"
+    title = f"{html.escape(decision.model)} v{decision.candidate_version}"
     return f"""<!doctype html><html><head><meta charset="utf-8">
-<title>Gate {verdict}: {html.escape(decision["model"])} v{decision["candidate_version"]}</title>
+<title>Gate {verdict}: {title}</title>
 <style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}}
 tr.fail td:first-child{{color:#b00;font-weight:bold}} tr.ok td:first-child{{color:#070}} figure.chart{{display:inline-block;margin:4px}}
 table.confusion td{{text-align:right}}</style>
 </head><body>
-<h1>Gate {verdict}: {html.escape(decision["model"])} v{decision["candidate_version"]} vs champion {champion}</h1>
-<p>Pipeline <code>{html.escape(decision["pipeline"])}</code>, decision <code>{decision["id"]}</code>,
-holdout of {decision["holdout_rows"]} rows. Both models were scored on this same holdout.</p>
+<h1>Gate {verdict}: {title} vs champion {champion}</h1>
+<p>Pipeline <code>{html.escape(decision.pipeline)}</code>, decision <code>{decision.id}</code>,
+holdout of {decision.holdout_rows} rows. Both models were scored on this same holdout.</p>
 <h2>Checks</h2><table><tr><th></th><th>check</th><th>limit</th><th>finding</th></tr>{rows}</table>
 <h2>Metrics on the holdout</h2><table><tr><th>metric</th><th>candidate</th><th>champion</th></tr>{metric_rows}</table>
 <h2>Plots</h2>{figures}

@@ -14,8 +14,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from include.mlops import tracking
+from include.mlops.tags import HISTORY_PREFIX
 
-PREFIX = "mlops.history."
+PREFIX = HISTORY_PREFIX  # one tag per entry: <prefix><UTC timestamp>.<id>
 
 
 def entries(client: Any, model: str) -> list[dict[str, Any]]:
@@ -54,6 +55,7 @@ def append(client: Any, model: str, entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def show(model: str, tracking_uri: str | None = None) -> list[dict[str, Any]]:
+    """The history for the CLI, with tracking-server failures reported as such."""
     client = tracking.client(tracking_uri)
     with tracking.service_errors(tracking_uri):
         return entries(client, model)

@@ -25,12 +25,22 @@ from include.mlops.errors import NothingToDo, PromotionRefused
 from include.mlops.model import history
 from include.mlops.paths import state_dir
 from include.mlops.spec import PipelineSpec
+from include.mlops.tags import (
+    APPROVAL,
+    GATE_DECISION,
+    GATE_ID,
+    GATE_PASSED,
+    PENDING,
+    PROMOTED_AT,
+    PROMOTION_ID,
+)
 from include.mlops.tracking import alias_version, get_version
 
 log = logging.getLogger(__name__)
 
 
 def aliases(spec: PipelineSpec, tracking_uri: str | None = None) -> dict[str, str | None]:
+    """Where each alias points now (None when unset): what promotion and rollback move."""
     client = tracking.client(tracking_uri)
     with tracking.service_errors(tracking_uri):
         return {alias: alias_version(client, spec.model_name, alias) for alias in tracking.ALIASES}
@@ -65,9 +75,6 @@ def _key(action: str, version: str, lineage: dict[str, str] | None) -> str | Non
     return None
 
 
-PENDING = "mlops.pending"
-
-
 def _replay_pending(client: Any, model: str) -> dict[str, Any] | None:
     """Finish an alias move that was cut short (intent written, champion moved, bookkeeping not done).
 
@@ -93,8 +100,8 @@ def _replay_pending(client: Any, model: str) -> dict[str, Any] | None:
         if alias_version(client, model, "challenger") == intent["to"]:
             client.delete_registered_model_alias(model, "challenger")
         entry = history.append(client, model, intent["entry"])
-        client.set_model_version_tag(model, intent["to"], "mlops.promoted_at", entry["at"])
-        client.set_model_version_tag(model, intent["to"], "mlops.promotion_id", entry["id"])
+        client.set_model_version_tag(model, intent["to"], PROMOTED_AT, entry["at"])
+        client.set_model_version_tag(model, intent["to"], PROMOTION_ID, entry["id"])
         log.info("Completed the interrupted %s of %s v%s", intent["entry"]["action"], model, intent["to"])
     client.delete_registered_model_tag(model, PENDING)
     return entry
@@ -133,7 +140,7 @@ def promote(
             "action": action,
             "from": current,
             "to": version,
-            "decision": tags.get("mlops.gate.id"),
+            "decision": tags.get(GATE_ID),
         }
         if current == version:
             log.info("%s v%s is already the champion; nothing to do", model, version)
@@ -143,16 +150,7 @@ def promote(
                 "changed": False,
                 "previous_champion": alias_version(client, model, "previous_champion"),
             }
-        refusal = None
-        if require_gate and tags.get("mlops.gate.decision") != "passed":
-            refusal = (
-                f"{model} v{version} has no passed gate decision (gate: {tags.get('mlops.gate.decision')})"
-            )
-        elif current != expected_champion:
-            refusal = (
-                f"the gate compared v{version} with champion {_v(expected_champion)} but the champion is "
-                f"now {_v(current)}; evaluate it again"
-            )
+        refusal = _refusal(model, version, tags, current, expected_champion, require_gate=require_gate)
         if refusal:
             history.append(
                 client,
@@ -247,13 +245,33 @@ def record_rejection(
                 "action": "rejected",
                 "from": alias_version(client, model, "champion"),
                 "to": version,
-                "decision": tags.get("mlops.gate.id"),
+                "decision": tags.get(GATE_ID),
                 "reason": reason,
                 "key": _key("rejected", version, lineage),
             },
         )
-        client.set_model_version_tag(model, version, "mlops.approval", "rejected")
+        client.set_model_version_tag(model, version, APPROVAL, "rejected")
     return entry
+
+
+def _refusal(
+    model: str,
+    version: str,
+    tags: dict[str, str],
+    current: str | None,
+    expected: str | None,
+    *,
+    require_gate: bool,
+) -> str | None:
+    """Why promoting ``version`` would be unsafe now, or None: no passed gate, or the champion moved."""
+    if require_gate and tags.get(GATE_DECISION) != GATE_PASSED:
+        return f"{model} v{version} has no passed gate decision (gate: {tags.get(GATE_DECISION)})"
+    if current != expected:
+        return (
+            f"the gate compared v{version} with champion {_v(expected)} but the champion is "
+            f"now {_v(current)}; evaluate it again"
+        )
+    return None
 
 
 def _v(version: str | None) -> str:
