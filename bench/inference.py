@@ -311,6 +311,79 @@ def child_main(options: argparse.Namespace) -> None:
     options.result.write_text(json.dumps(result), encoding="utf-8")
 
 
+Runs = dict[tuple[str, str, str], list[dict[str, Any]]]  # (model, size, kind) -> one result per repeat
+
+
+def measure(
+    workdir: Path, prepared: dict[str, Any], repeats: int, chunk_rows: int
+) -> tuple[Runs, dict[str, dict[str, Any]]]:
+    """Baseline and ours for each model and size, ``repeats`` pairs; then compare the large outputs."""
+    runs: Runs = {}
+    verified: dict[str, dict[str, Any]] = {}
+    for model in MODELS:
+        for size in ("small", "large"):
+            data = prepared["data"][size]
+            for repeat in range(repeats):
+                order = ("baseline", "ours") if repeat % 2 == 0 else ("ours", "baseline")
+                for kind in order:
+                    tag = f"{model}-{size}-{kind}-{repeat}"
+                    out = workdir / "out" / tag
+                    run = run_child(
+                        workdir, tag, kind, model, data, prepared["models"], str(out), str(chunk_rows)
+                    )
+                    runs.setdefault((model, size, kind), []).append(run)
+                    print(
+                        f"{model:4s} {size:5s} {kind:8s}: {run['rows'] / run['work_s']:>10,.0f} rows/s "
+                        f"(work {run['work_s']:.2f} s, imports {run['import_s']:.2f} s, model load "
+                        f"{run['load_s']:.2f} s), peak RSS {run['peak_rss_mb']:.0f} MB "
+                        f"(VmHWM {run['vm_hwm_mb']:.0f} MB)",
+                        flush=True,
+                    )
+            if size == "large":
+                check = run_child(
+                    workdir,
+                    f"{model}-verify",
+                    "verify",
+                    runs[(model, size, "ours")][-1]["output"],
+                    runs[(model, size, "baseline")][-1]["output"],
+                )
+                verified[model] = check
+            shutil.rmtree(workdir / "out", ignore_errors=True)  # the outputs are not needed any more
+    return runs, verified
+
+
+def summarise(runs: Runs, verified: dict[str, dict[str, Any]], large_rows: int) -> dict[str, dict[str, Any]]:
+    """Per model: throughputs, ratios and peak RSS at both sizes, and whether the predictions matched."""
+
+    def rate(model: str, size: str, kind: str) -> float:
+        return statistics.median(r["rows"] / r["work_s"] for r in runs[(model, size, kind)])
+
+    def paired(model: str, size: str) -> float:
+        pairs = zip(runs[(model, size, "ours")], runs[(model, size, "baseline")], strict=True)
+        return statistics.median((o["rows"] / o["work_s"]) / (b["rows"] / b["work_s"]) for o, b in pairs)
+
+    def peak(model: str, size: str, kind: str) -> float:
+        return max(r["peak_rss_mb"] for r in runs[(model, size, kind)])
+
+    per_model = {}
+    for model in MODELS:
+        per_model[model] = {
+            "ours_rows_per_s": round(rate(model, "large", "ours")),
+            "baseline_rows_per_s": round(rate(model, "large", "baseline")),
+            "ratio": round(paired(model, "large"), 3),
+            "ratio_of_medians": round(rate(model, "large", "ours") / rate(model, "large", "baseline"), 3),
+            "ratio_small": round(paired(model, "small"), 3),
+            "ours_peak_rss_mb": {s: round(peak(model, s, "ours"), 1) for s in ("small", "large")},
+            "baseline_peak_rss_mb": {s: round(peak(model, s, "baseline"), 1) for s in ("small", "large")},
+            "rss_growth": round(peak(model, "large", "ours") / peak(model, "small", "ours"), 3),
+            "baseline_rss_growth": round(
+                peak(model, "large", "baseline") / peak(model, "small", "baseline"), 3
+            ),
+            "predictions_identical": verified[model]["identical"] and verified[model]["rows"] == large_rows,
+        }
+    return per_model
+
+
 def main() -> None:
     """Run every measurement in child processes and print the summary, JSON last."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -349,66 +422,10 @@ def main() -> None:
             flush=True,
         )
         load = OtherLoad()
-        runs: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
-        verified: dict[str, dict[str, Any]] = {}
-        for model in MODELS:
-            for size in ("small", "large"):
-                data = prepared["data"][size]
-                for repeat in range(repeats):
-                    order = ("baseline", "ours") if repeat % 2 == 0 else ("ours", "baseline")
-                    for kind in order:
-                        tag = f"{model}-{size}-{kind}-{repeat}"
-                        out = workdir / "out" / tag
-                        run = run_child(
-                            workdir, tag, kind, model, data, prepared["models"], str(out), str(chunk_rows)
-                        )
-                        runs.setdefault((model, size, kind), []).append(run)
-                        print(
-                            f"{model:4s} {size:5s} {kind:8s}: {run['rows'] / run['work_s']:>10,.0f} rows/s "
-                            f"(work {run['work_s']:.2f} s, imports {run['import_s']:.2f} s, model load "
-                            f"{run['load_s']:.2f} s), peak RSS {run['peak_rss_mb']:.0f} MB "
-                            f"(VmHWM {run['vm_hwm_mb']:.0f} MB)",
-                            flush=True,
-                        )
-                if size == "large":
-                    check = run_child(
-                        workdir,
-                        f"{model}-verify",
-                        "verify",
-                        runs[(model, size, "ours")][-1]["output"],
-                        runs[(model, size, "baseline")][-1]["output"],
-                    )
-                    verified[model] = check
-                shutil.rmtree(workdir / "out", ignore_errors=True)  # the outputs are not needed any more
+        runs, verified = measure(workdir, prepared, repeats, chunk_rows)
         others = load.share()
 
-    def rate(model: str, size: str, kind: str) -> float:
-        return statistics.median(r["rows"] / r["work_s"] for r in runs[(model, size, kind)])
-
-    def paired(model: str, size: str) -> float:
-        pairs = zip(runs[(model, size, "ours")], runs[(model, size, "baseline")], strict=True)
-        return statistics.median((o["rows"] / o["work_s"]) / (b["rows"] / b["work_s"]) for o, b in pairs)
-
-    def peak(model: str, size: str, kind: str) -> float:
-        return max(r["peak_rss_mb"] for r in runs[(model, size, kind)])
-
-    per_model = {}
-    for model in MODELS:
-        per_model[model] = {
-            "ours_rows_per_s": round(rate(model, "large", "ours")),
-            "baseline_rows_per_s": round(rate(model, "large", "baseline")),
-            "ratio": round(paired(model, "large"), 3),
-            "ratio_of_medians": round(rate(model, "large", "ours") / rate(model, "large", "baseline"), 3),
-            "ratio_small": round(paired(model, "small"), 3),
-            "ours_peak_rss_mb": {s: round(peak(model, s, "ours"), 1) for s in ("small", "large")},
-            "baseline_peak_rss_mb": {s: round(peak(model, s, "baseline"), 1) for s in ("small", "large")},
-            "rss_growth": round(peak(model, "large", "ours") / peak(model, "small", "ours"), 3),
-            "baseline_rss_growth": round(
-                peak(model, "large", "baseline") / peak(model, "small", "baseline"), 3
-            ),
-            "predictions_identical": verified[model]["identical"]
-            and verified[model]["rows"] == sizes["large"],
-        }
+    per_model = summarise(runs, verified, sizes["large"])
     ratio = min(m["ratio"] for m in per_model.values())
     rss_growth = max(m["rss_growth"] for m in per_model.values())
     identical = all(m["predictions_identical"] for m in per_model.values())

@@ -1,0 +1,1 @@
+"""Project code beside the DAGs: the framework-free core (``mlops``), pipeline specs, expectation suites."""

@@ -10,10 +10,11 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from include.mlops.errors import MlopsError, NothingToDo
-from include.mlops.spec import find_spec, load_specs
+from include.mlops.spec import PipelineSpec, find_spec, load_specs
 
 
 def _generate(args: argparse.Namespace) -> Any:
@@ -36,41 +37,84 @@ def _generate(args: argparse.Namespace) -> Any:
     }
 
 
-def _run(args: argparse.Namespace) -> Any:
+def _ingest(spec: PipelineSpec, _: argparse.Namespace) -> Any:
     from include.mlops.data import ingest
+
+    results, failures = [], []
+    for uri in ingest.discover(spec):
+        try:
+            results.append(ingest.ingest_file(spec, uri).to_dict())
+        except MlopsError as exc:
+            failures.append(str(exc))
+    if failures:
+        raise MlopsError("\n".join(failures))
+    return results
+
+
+def _train(spec: PipelineSpec, _: argparse.Namespace) -> Any:
+    from include.mlops.model import training
+
+    return training.train(spec).to_dict()
+
+
+def _evaluate(spec: PipelineSpec, args: argparse.Namespace) -> Any:
     from include.mlops.gate import evaluation
-    from include.mlops.model import registry, training
-    from include.mlops.monitoring import drift
+
+    return evaluation.evaluate(spec, version=args.version)
+
+
+def _promote(spec: PipelineSpec, args: argparse.Namespace) -> Any:
+    from include.mlops.model import registry
+
+    if not args.version:
+        raise MlopsError("promote needs --version (and --expected-champion when there is a champion)")
+    return registry.promote(spec, version=args.version, expected_champion=args.expected_champion)
+
+
+def _rollback(spec: PipelineSpec, args: argparse.Namespace) -> Any:
+    from include.mlops.model import registry
+
+    return registry.rollback(spec, to_version=args.version)
+
+
+def _score(spec: PipelineSpec, args: argparse.Namespace) -> Any:
     from include.mlops.scoring import inference
 
+    return inference.score(spec, run_id=args.run_id, rescore=args.rescore)
+
+
+def _drift(spec: PipelineSpec, args: argparse.Namespace) -> Any:
+    from include.mlops.monitoring import drift
+
+    return drift.check(spec, run_key=args.run_id)
+
+
+def _aliases(spec: PipelineSpec, _: argparse.Namespace) -> Any:
+    from include.mlops.model import registry
+
+    return registry.aliases(spec)
+
+
+# The pipeline stages, in the order ``--help`` lists them: name -> (help, handler). They share one
+# set of options (``_run`` below); each handler imports only the heavy modules its stage needs.
+_STAGES: dict[str, tuple[str, Callable[[PipelineSpec, argparse.Namespace], Any]]] = {
+    "ingest": ("validate and publish landed files", _ingest),
+    "train": ("train and register", _train),
+    "evaluate": ("run the gate", _evaluate),
+    "promote": ("move the champion alias", _promote),
+    "rollback": ("restore the previous champion", _rollback),
+    "score": ("batch inference", _score),
+    "drift": ("drift check", _drift),
+    "aliases": ("show the model's aliases", _aliases),
+}
+
+
+def _run(args: argparse.Namespace) -> Any:
     spec = find_spec(args.pipeline)
-    if args.command == "ingest":
-        results, failures = [], []
-        for uri in ingest.discover(spec):
-            try:
-                results.append(ingest.ingest_file(spec, uri).to_dict())
-            except MlopsError as exc:
-                failures.append(str(exc))
-        if failures:
-            raise MlopsError("\n".join(failures))
-        return results
-    if args.command == "train":
-        return training.train(spec).to_dict()
-    if args.command == "evaluate":
-        return evaluation.evaluate(spec, version=args.version)
-    if args.command == "promote":
-        if not args.version:
-            raise MlopsError("promote needs --version (and --expected-champion when there is a champion)")
-        return registry.promote(spec, version=args.version, expected_champion=args.expected_champion)
-    if args.command == "rollback":
-        return registry.rollback(spec, to_version=args.version)
-    if args.command == "score":
-        return inference.score(spec, run_id=args.run_id, rescore=args.rescore)
-    if args.command == "drift":
-        return drift.check(spec, run_key=args.run_id)
-    if args.command == "aliases":
-        return registry.aliases(spec)
-    raise AssertionError(args.command)
+    if args.command not in _STAGES:
+        raise AssertionError(args.command)
+    _, handler = _STAGES[args.command]
+    return handler(spec, args)
 
 
 def _history(args: argparse.Namespace) -> Any:
@@ -183,16 +227,7 @@ def parser() -> argparse.ArgumentParser:
         "monitoring.labels.uri, a FLIP fraction of them inverted (0: the true labels)",
     )
     gen.set_defaults(func=_generate)
-    for name, help_text in [
-        ("ingest", "validate and publish landed files"),
-        ("train", "train and register"),
-        ("evaluate", "run the gate"),
-        ("promote", "move the champion alias"),
-        ("rollback", "restore the previous champion"),
-        ("score", "batch inference"),
-        ("drift", "drift check"),
-        ("aliases", "show the model's aliases"),
-    ]:
+    for name, (help_text, _) in _STAGES.items():
         cmd = sub.add_parser(name, help=help_text)
         cmd.add_argument("pipeline")
         cmd.add_argument("--version")

@@ -7,6 +7,7 @@ those predictions, so the gate pays for prediction once per model.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -133,53 +134,77 @@ def log_loss(y: np.ndarray, proba: np.ndarray, labels: list[Any]) -> float:
     return float(-np.log(np.clip(proba[np.arange(len(y)), codes], eps, 1 - eps)).mean())
 
 
+Wanted = Callable[..., bool]  # from_scored's filter: is any of these metric names wanted?
+
+
 def from_scored(
     task: str, target: pd.Series | np.ndarray, scored: Scored, only: set[str] | None = None
 ) -> dict[str, float]:
     """Every metric of the task (or just those in ``only``) from one scoring pass."""
-    from sklearn import metrics as m
 
     def wanted(*names: str) -> bool:
         return only is None or any(name in only for name in names)
 
     y = np.asarray(target)
-    predicted = scored.predicted
     if task == "regression":
-        result = {}
-        if wanted("rmse"):
-            result["rmse"] = float(np.sqrt(m.mean_squared_error(y, predicted)))
-        if wanted("mae"):
-            result["mae"] = float(m.mean_absolute_error(y, predicted))
-        if wanted("r2"):
-            result["r2"] = float(m.r2_score(y, predicted))
-        return result
-    labels = scored.labels
-    result = {}
+        return _regression_metrics(y, scored.predicted, wanted)
+    result: dict[str, float] = {}
     if wanted("accuracy", "f1", "precision", "recall"):
-        fast = label_metrics(y, predicted, labels)
-        if fast is None:
-            # Binary metrics are about the model's second class (1, True, "yes" ...), whatever the label type.
-            options = {"average": "binary", "pos_label": labels[1]} if scored.binary else {"average": "macro"}
-            fast = {
-                "accuracy": float(m.accuracy_score(y, predicted)),
-                "f1": float(m.f1_score(y, predicted, zero_division=0, **options)),
-                "precision": float(m.precision_score(y, predicted, zero_division=0, **options)),
-                "recall": float(m.recall_score(y, predicted, zero_division=0, **options)),
-            }
-        result.update({k: v for k, v in fast.items() if wanted(k)})
+        result.update(_label_based_metrics(y, scored, wanted))
     if scored.proba is not None and wanted("roc_auc", "log_loss"):
-        try:
-            if wanted("roc_auc"):
-                if scored.binary:
-                    result["roc_auc"] = roc_auc(scored, y)
-                else:
-                    result["roc_auc"] = float(
-                        m.roc_auc_score(y, scored.proba, multi_class="ovr", labels=labels)
-                    )
-            if wanted("log_loss"):
-                result["log_loss"] = log_loss(y, scored.proba, labels)
-        except ValueError:  # a holdout with a single class: AUC is undefined
-            pass
+        result.update(_probability_metrics(y, scored, scored.proba, wanted))
+    return result
+
+
+def _regression_metrics(y: np.ndarray, predicted: np.ndarray, wanted: Wanted) -> dict[str, float]:
+    """rmse, mae, r2 (those wanted), as sklearn computes them."""
+    from sklearn import metrics as m
+
+    result = {}
+    if wanted("rmse"):
+        result["rmse"] = float(np.sqrt(m.mean_squared_error(y, predicted)))
+    if wanted("mae"):
+        result["mae"] = float(m.mean_absolute_error(y, predicted))
+    if wanted("r2"):
+        result["r2"] = float(m.r2_score(y, predicted))
+    return result
+
+
+def _label_based_metrics(y: np.ndarray, scored: Scored, wanted: Wanted) -> dict[str, float]:
+    """accuracy, f1, precision, recall: from one confusion matrix, else by sklearn (an unknown label)."""
+    from sklearn import metrics as m
+
+    labels, predicted = scored.labels, scored.predicted
+    fast = label_metrics(y, predicted, labels)
+    if fast is None:
+        # Binary metrics are about the model's second class (1, True, "yes" ...), whatever the label type.
+        options = {"average": "binary", "pos_label": labels[1]} if scored.binary else {"average": "macro"}
+        fast = {
+            "accuracy": float(m.accuracy_score(y, predicted)),
+            "f1": float(m.f1_score(y, predicted, zero_division=0, **options)),
+            "precision": float(m.precision_score(y, predicted, zero_division=0, **options)),
+            "recall": float(m.recall_score(y, predicted, zero_division=0, **options)),
+        }
+    return {k: v for k, v in fast.items() if wanted(k)}
+
+
+def _probability_metrics(
+    y: np.ndarray, scored: Scored, proba: np.ndarray, wanted: Wanted
+) -> dict[str, float]:
+    """roc_auc, log_loss: those computed before a ValueError (AUC undefined on a single class) stand."""
+    from sklearn import metrics as m
+
+    result = {}
+    try:
+        if wanted("roc_auc"):
+            if scored.binary:
+                result["roc_auc"] = roc_auc(scored, y)
+            else:
+                result["roc_auc"] = float(m.roc_auc_score(y, proba, multi_class="ovr", labels=scored.labels))
+        if wanted("log_loss"):
+            result["log_loss"] = log_loss(y, proba, scored.labels)
+    except ValueError:  # a holdout with a single class: AUC is undefined
+        pass
     return result
 
 

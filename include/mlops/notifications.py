@@ -33,9 +33,11 @@ class Notice:
 
     @property
     def subject(self) -> str:
+        """E-mail / message subject: the pipeline and the event in words."""
         return f"[airflow-mlops] {self.pipeline}: {EVENTS[self.event]}"
 
     def text(self) -> str:
+        """Plain-text body, one ``Label: value`` line each, links last."""
         lines = [f"Pipeline: {self.pipeline}", f"Event: {self.event} ({EVENTS[self.event]})"]
         if self.where:
             lines.append(f"Airflow: {self.where}")
@@ -46,6 +48,7 @@ class Notice:
         return "\n".join(lines)
 
     def html(self) -> str:
+        """HTML body with the same content as ``text()``, every value escaped."""
         rows = [("Pipeline", self.pipeline), ("Event", f"{self.event} ({EVENTS[self.event]})")]
         if self.where:
             rows.append(("Airflow", self.where))
@@ -67,4 +70,5 @@ class Notice:
 
 
 def wanted(spec: PipelineSpec, event: str) -> bool:
+    """Whether the pipeline's ``notifications.events`` subscribes to ``event``."""
     return event in spec.notifications.events

@@ -27,6 +27,7 @@ def data_root() -> str:
 
 
 def pipelines_dir() -> Path:
+    """Folder of pipeline spec files (``MLOPS_PIPELINES_DIR`` overrides ``include/pipelines``)."""
     return Path(os.environ.get("MLOPS_PIPELINES_DIR") or PROJECT_ROOT / "include" / "pipelines")
 
 

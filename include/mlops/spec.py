@@ -58,6 +58,8 @@ class _Model(BaseModel):
 
 
 class DataSpec(_Model):
+    """``data:``: where a pipeline's files land, how ingestion starts and which columns matter."""
+
     landing: str
     format: Literal["csv", "parquet"] = "parquet"
     target: str
@@ -115,10 +117,14 @@ class DataSpec(_Model):
 
 
 class ValidationSpec(_Model):
+    """``validation:``: the Great Expectations suite every landed file must pass."""
+
     suite: str
 
 
 class TrainingSpec(_Model):
+    """``training:``: the estimator, its parameters, the holdout split and where it trains."""
+
     backend: Literal["local", "kubernetes", "sagemaker", "vertex"] = "local"
     estimator: str
     params: dict[str, Any] = Field(default_factory=dict)
@@ -147,6 +153,8 @@ class TrainingSpec(_Model):
 
 
 class Threshold(_Model):
+    """One ``evaluation.thresholds`` entry: inclusive bounds on a metric (``min``, ``max`` or both)."""
+
     min: float | None = None
     max: float | None = None
 
@@ -160,6 +168,8 @@ class Threshold(_Model):
 
 
 class ChampionPolicy(_Model):
+    """``evaluation.champion:``: how a candidate must compare with the current champion."""
+
     min_improvement: float = 0.0
     max_regression: Annotated[float, Field(ge=0)] = 0.01
 
@@ -190,12 +200,16 @@ class SliceFloor(_Model):
 
 
 class LatencyBudget(_Model):
+    """``evaluation.latency:``: the p95 prediction-time budget of one ``predict`` call."""
+
     max_p95_ms: Annotated[float, Field(gt=0)]
     batch_rows: Annotated[int, Field(gt=0)] = 1000
     repeats: Annotated[int, Field(ge=5)] = 30
 
 
 class EvaluationSpec(_Model):
+    """``evaluation:``: the checks a candidate must pass at the gate before it can be promoted."""
+
     primary_metric: str
     thresholds: dict[str, Threshold] = Field(default_factory=dict)
     champion: ChampionPolicy = ChampionPolicy()
@@ -207,11 +221,15 @@ class EvaluationSpec(_Model):
 
 
 class RegistrySpec(_Model):
+    """``registry:``: the registered model name and whether promotion waits for a human."""
+
     model_name: str | None = None
     approval: Literal["auto", "manual"] = "auto"
 
 
 class InferenceSpec(_Model):
+    """``inference:``: when batch scoring runs, what it reads and where predictions go."""
+
     schedule: str | None = "@daily"
     input: str
     output: str
@@ -244,6 +262,8 @@ class LabelsSpec(_Model):
 
 
 class MonitoringSpec(_Model):
+    """``monitoring:``: when drift is checked, when it requests retraining, and late labels."""
+
     schedule: str | None = "@daily"
     drift_share_threshold: Annotated[float, Field(gt=0, le=1)] = 0.3
     retrain_cooldown: int = 86400
@@ -264,6 +284,8 @@ class MonitoringSpec(_Model):
 
 
 class NotificationsSpec(_Model):
+    """``notifications:``: which pipeline events send a message, over which channel, to whom."""
+
     events: list[
         Literal["gate_failed", "drift_detected", "performance_degraded", "promoted", "quarantined"]
     ] = Field(default_factory=list)
@@ -280,6 +302,8 @@ class NotificationsSpec(_Model):
 
 
 class PipelineSpec(_Model):
+    """A whole spec file: one model's pipeline, from landing to monitoring."""
+
     name: str
     owner: str = "ml-platform"
     description: str = ""
@@ -325,10 +349,12 @@ class PipelineSpec(_Model):
     # Derived names and locations ------------------------------------------------------------
     @property
     def model_name(self) -> str:
+        """Registered model name: ``registry.model_name``, else the pipeline name."""
         return self.registry.model_name or self.name
 
     @property
     def experiment_name(self) -> str:
+        """MLflow experiment of the pipeline's training runs."""
         return f"mlops/{self.name}"
 
     def uri(self, kind: str) -> str:
@@ -372,6 +398,7 @@ def parse_spec(raw: Any, source: str) -> PipelineSpec:
 
 
 def load_spec(path: str | Path) -> PipelineSpec:
+    """Read and validate one spec file; unreadable or invalid YAML also raises a one-line SpecError."""
     path = Path(path)
     try:
         raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER)
@@ -405,6 +432,7 @@ def load_specs(directory: str | Path | None = None) -> tuple[list[PipelineSpec],
 
 
 def find_spec(name: str, directory: str | Path | None = None) -> PipelineSpec:
+    """The valid spec named ``name``; the SpecError also lists broken specs (the wanted one may be there)."""
     specs, errors = load_specs(directory)
     for spec in specs:
         if spec.name == name:

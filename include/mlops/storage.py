@@ -25,14 +25,17 @@ SUCCESS = "_SUCCESS"
 
 
 def fs_for(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The file system that serves ``uri`` and the path within it (protocol stripped)."""
     return url_to_fs(uri)
 
 
 def join(uri: str, *parts: str) -> str:
+    """Append path parts to a URI with ``/``, whatever the local OS separator is."""
     return posixpath.join(uri.rstrip("/"), *parts)
 
 
 def basename(uri: str) -> str:
+    """The last path component of a URI, ignoring a trailing ``/``."""
     return posixpath.basename(uri.rstrip("/"))
 
 
@@ -41,6 +44,7 @@ def _uri(fs: fsspec.AbstractFileSystem, path: str) -> str:
 
 
 def exists(uri: str) -> bool:
+    """Whether a file or folder is present at ``uri``."""
     fs, path = fs_for(uri)
     return fs.exists(path)
 
@@ -60,6 +64,7 @@ def list_files(uri: str) -> list[str]:
 
 
 def list_dirs(uri: str) -> list[str]:
+    """Sub-folders directly under ``uri`` as sorted URIs; ``[]`` when ``uri`` does not exist."""
     fs, path = fs_for(uri)
     if not fs.exists(path):
         return []
@@ -67,16 +72,19 @@ def list_dirs(uri: str) -> list[str]:
 
 
 def size(uri: str) -> int:
+    """File size in bytes."""
     fs, path = fs_for(uri)
     return int(fs.size(path))
 
 
 def modified(uri: str) -> float:
+    """Last-modified time as a POSIX timestamp, for ordering files by age."""
     fs, path = fs_for(uri)
     return fs.modified(path).timestamp()
 
 
 def sha256(uri: str, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of the file, read in ``chunk``-sized blocks so large files stay out of memory."""
     digest = hashlib.sha256()
     fs, path = fs_for(uri)
     with fs.open(path, "rb") as handle:
@@ -86,11 +94,13 @@ def sha256(uri: str, chunk: int = 1 << 20) -> str:
 
 
 def read_bytes(uri: str) -> bytes:
+    """The whole file in memory: for small files (manifests, reports), not data sets."""
     fs, path = fs_for(uri)
     return fs.cat_file(path)
 
 
 def read_json(uri: str) -> Any:
+    """The parsed JSON content of a small file."""
     return json.loads(read_bytes(uri))
 
 
@@ -110,6 +120,7 @@ def atomic_path(uri: str) -> Iterator[str]:
 
 
 def write_bytes(uri: str, data: bytes) -> str:
+    """Write ``data`` atomically (see ``atomic_path``) and return ``uri``."""
     with atomic_path(uri) as tmp:
         fs, path = fs_for(tmp)
         with fs.open(path, "wb") as handle:
@@ -118,10 +129,12 @@ def write_bytes(uri: str, data: bytes) -> str:
 
 
 def write_json(uri: str, payload: Any) -> str:
+    """Write ``payload`` atomically as indented, key-sorted JSON (other types via ``str``); return ``uri``."""
     return write_bytes(uri, json.dumps(payload, indent=2, sort_keys=True, default=str).encode())
 
 
 def write_text(uri: str, text: str) -> str:
+    """Write ``text`` atomically as UTF-8 and return ``uri``."""
     return write_bytes(uri, text.encode("utf-8"))
 
 
@@ -138,14 +151,17 @@ def move(src: str, dst: str) -> str:
 
 
 def mark_success(uri: str, payload: dict[str, Any] | None = None) -> None:
+    """Commit the folder ``uri`` by writing its ``_SUCCESS`` marker (``payload`` as JSON) last."""
     write_json(join(uri, SUCCESS), payload or {})
 
 
 def is_complete(uri: str) -> bool:
+    """Whether the folder ``uri`` was committed by ``mark_success``; readers skip any that are not."""
     return exists(join(uri, SUCCESS))
 
 
 def remove_tree(uri: str) -> None:
+    """Delete a file or folder recursively; a missing ``uri`` is not an error."""
     fs, path = fs_for(uri)
     if fs.exists(path):
         fs.rm(path, recursive=True)

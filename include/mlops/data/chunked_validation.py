@@ -288,6 +288,14 @@ class _Plan:
                 return
 
 
+def _note_dtypes(chunk: pd.DataFrame, seen: dict[str, list[Any]]) -> None:
+    """Add each column's dtype in ``chunk`` to ``seen`` unless already there (chunks may disagree)."""
+    for column, dtype in chunk.dtypes.items():
+        found = seen.setdefault(str(column), [])
+        if not any(dtype == known for known in found):
+            found.append(dtype)
+
+
 class _Run:
     """One chunked validation: the GE session, a plan per expectation, the chunk loop."""
 
@@ -354,6 +362,23 @@ class _Run:
         self, uri: str, fmt: str, rows: int, dtypes: dict[str, Any], *, content: Any = None
     ) -> dict[str, list[Any]]:
         """One pass over the file; returns the dtypes seen per column. ``content`` tallies each chunk."""
+        self._restart(content)
+        seen: dict[str, list[Any]] = {}
+        for chunk in reading.iter_frames(uri, fmt, rows=rows, dtypes=dtypes):
+            self.chunks += 1
+            self.rows += len(chunk)
+            if self.chunks == 1:
+                self.schema = chunk.iloc[:0].copy()  # the whole file's columns and dtypes
+            _note_dtypes(chunk, seen)
+            self._validate_chunk(chunk)
+            if content is not None:
+                content.update(chunk)
+            log.debug("%s: chunk %d validated (%d rows so far)", self.name, self.chunks, self.rows)
+            del chunk  # before the next one is read: one chunk in memory at a time
+        return seen
+
+    def _restart(self, content: Any) -> None:
+        """Forget an earlier pass (redone with whole-file dtypes): plans reset, counts zero, new trackers."""
         if content is not None:
             content.restart()
         for plan in self.plans:
@@ -366,29 +391,18 @@ class _Run:
             for plan in self.plans
             if plan.mode == "unique" and plan.columns
         }
-        seen: dict[str, list[Any]] = {}
-        for chunk in reading.iter_frames(uri, fmt, rows=rows, dtypes=dtypes):
-            self.chunks += 1
-            self.rows += len(chunk)
-            if self.chunks == 1:
-                self.schema = chunk.iloc[:0].copy()  # the whole file's columns and dtypes
-            for column, dtype in chunk.dtypes.items():
-                found = seen.setdefault(str(column), [])
-                if not any(dtype == known for known in found):
-                    found.append(dtype)
-            groups: dict[tuple[tuple[str, ...] | None, View], list[_Plan]] = {}
-            for plan in self.plans:
-                if plan.mode == "combine":
-                    groups.setdefault((plan.columns, plan.view), []).append(plan)
-            for (columns, view), plans in groups.items():
-                self._compute(_view(chunk, columns, view), plans)
-            for tracker in self.trackers.values():
-                tracker.update(chunk)
-            if content is not None:
-                content.update(chunk)
-            log.debug("%s: chunk %d validated (%d rows so far)", self.name, self.chunks, self.rows)
-            del chunk  # before the next one is read: one chunk in memory at a time
-        return seen
+
+    def _validate_chunk(self, chunk: pd.DataFrame) -> None:
+        """Feed one chunk to the expectations still combined (one GE pass per view) and the trackers."""
+        # Grouped afresh for every chunk: a plan that fell back on the previous chunk drops out.
+        groups: dict[tuple[tuple[str, ...] | None, View], list[_Plan]] = {}
+        for plan in self.plans:
+            if plan.mode == "combine":
+                groups.setdefault((plan.columns, plan.view), []).append(plan)
+        for (columns, view), plans in groups.items():
+            self._compute(_view(chunk, columns, view), plans)
+        for tracker in self.trackers.values():
+            tracker.update(chunk)
 
     def _compute(self, frame: pd.DataFrame, plans: list[_Plan]) -> None:
         """GE computes these expectations' metrics on (the columns they read of) one chunk."""

@@ -26,17 +26,31 @@ def sniff_bytes(data: bytes, fmt: str, *, name: str, complete: bool = True) -> N
     at its end is not an error and the rows are checked by the caller.
     """
     if fmt == "parquet":
-        if data[:4] != PARQUET_MAGIC:
-            looks = "text" if _is_text(data[:4096]) else "binary data"
-            raise DataError(
-                f"{name}: cannot be read as parquet: not a Parquet file (no PAR1 magic bytes at the start; it holds {looks}); "
-                "export it as Parquet or land it with the extension of its real format"
-            )
-        if len(data) < 12 or data[-4:] != PARQUET_MAGIC:
-            raise DataError(
-                f"{name}: cannot be read as parquet: a truncated or corrupt Parquet file (no footer at the end); upload it again"
-            )
+        _check_parquet_ends(data, name=name)
         return
+    _check_text_bytes(data, name=name)
+    text = _decode_utf8(data, name=name, complete=complete)
+    _check_delimiter(text.split("\n", 1)[0], name=name)
+    if complete:
+        _check_csv_rows(text, name=name)
+
+
+def _check_parquet_ends(data: bytes, *, name: str) -> None:
+    """A Parquet file starts and ends with the magic bytes: a wrong format or a truncated upload."""
+    if data[:4] != PARQUET_MAGIC:
+        looks = "text" if _is_text(data[:4096]) else "binary data"
+        raise DataError(
+            f"{name}: cannot be read as parquet: not a Parquet file (no PAR1 magic bytes at the start; it holds {looks}); "
+            "export it as Parquet or land it with the extension of its real format"
+        )
+    if len(data) < 12 or data[-4:] != PARQUET_MAGIC:
+        raise DataError(
+            f"{name}: cannot be read as parquet: a truncated or corrupt Parquet file (no footer at the end); upload it again"
+        )
+
+
+def _check_text_bytes(data: bytes, *, name: str) -> None:
+    """No byte-order mark and no binary content (NUL bytes, Parquet magic) at the start of a CSV file."""
     for bom, encoding in BOMS.items():
         if data.startswith(bom):
             raise DataError(
@@ -47,24 +61,28 @@ def sniff_bytes(data: bytes, fmt: str, *, name: str, complete: bool = True) -> N
         raise DataError(
             f"{name}: is binary data, not CSV text; export it as CSV or land it with its real extension"
         )
+
+
+def _decode_utf8(data: bytes, *, name: str, complete: bool) -> str:
+    """The text of ``data``; a head (``complete=False``) may end inside a character, which is dropped."""
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         if not complete and exc.reason == "unexpected end of data":
-            text = data[: exc.start].decode("utf-8")
-        else:
-            raise DataError(
-                f"{name}: is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); re-export it as UTF-8"
-            ) from None
-    header = text.split("\n", 1)[0]
+            return data[: exc.start].decode("utf-8")
+        raise DataError(
+            f"{name}: is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); re-export it as UTF-8"
+        ) from None
+
+
+def _check_delimiter(header: str, *, name: str) -> None:
+    """A header without a comma but with another usual delimiter: say so rather than read one column."""
     if "," not in header:
         for delimiter, label in ((";", "';'"), ("\t", "a tab"), ("|", "'|'")):
             if delimiter in header:
                 raise DataError(
                     f"{name}: uses {label} as the delimiter; expected ',' (comma-separated values)"
                 )
-    if complete:
-        _check_csv_rows(text, name=name)
 
 
 SNIFF_HEAD_BYTES = 64 * 1024
