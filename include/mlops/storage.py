@@ -13,12 +13,12 @@ import posixpath
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
-
-import fsspec
-from fsspec.core import url_to_fs
+from typing import TYPE_CHECKING, Any
 
 from include.mlops.errors import DataError
+
+if TYPE_CHECKING:
+    import fsspec
 
 TEMP_PREFIX = "._tmp-"
 SUCCESS = "_SUCCESS"
@@ -26,6 +26,8 @@ SUCCESS = "_SUCCESS"
 
 def fs_for(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
     """The file system that serves ``uri`` and the path within it (protocol stripped)."""
+    from fsspec.core import url_to_fs  # not at import: DAG parsing imports this module
+
     return url_to_fs(uri)
 
 
