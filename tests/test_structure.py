@@ -8,6 +8,7 @@ Lazy (function-level) imports count: they are still dependencies.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,16 @@ def test_every_core_module_says_its_job():
         and not (ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or "").strip()
     ]
     assert not missing, f"core modules without a docstring: {missing}"
+
+
+def test_the_module_map_names_every_module():
+    """docs/architecture.md's module map lists every core and adapter module, and only existing ones."""
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    mapped = set(re.findall(r"`((?:include/mlops|plugins/mlops_airflow)/[\w/]+\.py)`", text))
+    present = {
+        str(p.relative_to(ROOT))
+        for top in ("include/mlops", "plugins/mlops_airflow")
+        for p in (ROOT / top).rglob("*.py")
+    }
+    assert not present - mapped, f"modules missing from the module map: {sorted(present - mapped)}"
+    assert not mapped - present, f"the module map names modules that do not exist: {sorted(mapped - present)}"
