@@ -1,5 +1,8 @@
 """``make demo``: start the embedded stack, run the lifecycle scenario, print a summary, stop.
 
+The first pipeline named runs the full scenario (``tools.scenario.run_scenario``); any further one
+runs the short end-to-end path (ingest, train, gate, promote, score), unless ``--full`` is given.
+
 The demo runs in its own folder, ``state/demo``, emptied first: runs, events and files left by an
 earlier demo or by ``make up`` (whose schedules are on) would otherwise be picked up by the scheduler
 and change what the scenario sees. Exit code 0 only if every expectation of the scenario held.
@@ -23,6 +26,9 @@ def main() -> int:
     parser.add_argument("pipelines", nargs="*", default=["churn"])
     parser.add_argument("--rows", type=int, default=6000)
     parser.add_argument("--keep-running", action="store_true", help="leave the stack up afterwards")
+    parser.add_argument(
+        "--full", action="store_true", help="run the full scenario for every pipeline, not only the first"
+    )
     args = parser.parse_args()
 
     if Stack().running():
@@ -36,7 +42,7 @@ def main() -> int:
         return 2
     shutil.rmtree(stack.state, ignore_errors=True)
     os.environ.update(stack.env())  # the driver reads the same state folder as the tasks
-    from tools.scenario import run_scenario, summary
+    from tools.scenario import run_scenario, run_short_path, summary
 
     started = time.monotonic()
     print(f"Starting Airflow (state in {stack.state}) ...", flush=True)
@@ -44,8 +50,9 @@ def main() -> int:
     try:
         stack.up()
         api = AirflowApi(stack.api_url, *ADMIN)
-        for pipeline in args.pipelines:
-            outcomes.append(run_scenario(api, pipeline, rows=args.rows))
+        for i, pipeline in enumerate(args.pipelines):
+            run = run_scenario if i == 0 or args.full else run_short_path
+            outcomes.append(run(api, pipeline, rows=args.rows))
     finally:
         if not args.keep_running:
             stack.down()

@@ -26,6 +26,7 @@ PIPELINE = "watched"
 INGEST, TRAIN = f"{PIPELINE}__ingest", f"{PIPELINE}__train"
 ASSET = f"mlops.{PIPELINE}.landed"
 TIMEOUT = 600
+SETTLE = 60
 
 
 @pytest.fixture
@@ -38,7 +39,7 @@ def watched(api):
     raw["data"].update(
         landing=f"{{MLOPS_DATA_ROOT}}/landing/{PIPELINE}",
         trigger="event",
-        settle_seconds=2,
+        settle_seconds=SETTLE,  # far above what a file written by rename waits
         poll_interval=2,
     )
     raw["data"].pop("schedule", None)
@@ -83,10 +84,16 @@ def test_a_landed_file_starts_one_ingest_run_through_the_asset_watcher(api, watc
     assert asset["watchers"][0]["name"] == f"{PIPELINE}__landing"
     before = api.run_ids(INGEST)
 
-    first = write_batch(watched, "batch-1", rows=1500, seed=5, dataset="churn")
+    landed = time.monotonic()
+    first = write_batch(watched, "batch-1", rows=1500, seed=5, dataset="churn")  # by rename
     run, claimed = _ingested(api, before)
+    published = time.monotonic() - landed
     assert run["run_type"] == "asset_triggered"
     assert claimed == [first]
+    # A file renamed into place is complete after one short second look, not after settle_seconds.
+    discover = api.task_instance(INGEST, run["dag_run_id"], "discover")
+    print(f"landing to published: {published:.1f}s, discover {discover['duration']:.1f}s")
+    assert discover["duration"] < SETTLE / 2
     events = api.asset_events(asset["id"])
     payloads = [e["extra"]["payload"] for e in events if e["extra"].get("from_trigger")]
     assert [f["uri"] for f in payloads[0]["files"]] == [first]

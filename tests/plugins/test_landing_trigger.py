@@ -153,16 +153,20 @@ def zone(request, state, tmp_path) -> Zone:
 
 
 class Clock:
-    """Real time plus an offset the test moves forward."""
+    """The time the test started, plus an offset the test moves forward (a slow poll cannot make a
+    file look stable by itself)."""
 
     def __init__(self) -> None:
-        self.offset = 0.0
+        self.base, self.offset = time.time(), 0.0
 
     def __call__(self) -> float:
-        return time.time() + self.offset
+        return self.base + self.offset
 
     def settle(self) -> None:
         self.offset += SETTLE * 2
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
 
 
 class Driver:
@@ -261,6 +265,48 @@ def test_a_complete_file_fires_and_a_settling_or_temporary_one_does_not_until_co
             await driver.close()
 
     run(scenario())
+
+
+def test_a_file_unchanged_between_two_listings_fires_without_waiting_for_settle_seconds(zone):
+    clock = Clock()
+
+    async def scenario() -> None:
+        driver = Driver(make_trigger(zone), clock)
+        try:
+            zone.put("renamed.csv", b"a,b\n1,2\n")  # complete once visible (renamed in, or uploaded)
+            await driver.quiet_for(2)  # seen, but not yet twice STABLE_SECONDS apart
+            clock.advance(landing.STABLE_SECONDS)  # far below SETTLE
+            assert names(await driver.event()) == ["renamed.csv"]
+        finally:
+            await driver.close()
+
+    run(scenario())
+
+
+def test_a_marker_makes_a_fresh_file_fire_at_once_and_is_never_announced(zone):
+    clock = Clock()
+
+    async def scenario() -> None:
+        driver = Driver(make_trigger(zone), clock)
+        try:
+            zone.put("batch.csv", b"a,b\n1,2\n")
+            zone.put("batch.csv._SUCCESS", b"")
+            payload = await driver.event()  # the clock never moved
+            assert names(payload) == ["batch.csv"] and payload["count"] == 1
+        finally:
+            await driver.close()
+
+    run(scenario())
+
+
+def test_the_trigger_looks_again_soon_while_a_file_is_settling(state, tmp_path):
+    zone = _local_zone(tmp_path)
+    trigger = make_trigger(zone)
+    trigger.poll_interval, trigger._clock = 600, Clock()
+    assert trigger.next_poll_in() == 600
+    zone.put("fresh.csv", b"a,b\n")
+    assert run(trigger.ready_files()) == ([], [])
+    assert trigger.next_poll_in() == landing.STABLE_SECONDS
 
 
 def test_a_local_file_that_keeps_growing_does_not_fire(state, tmp_path):

@@ -5,14 +5,22 @@ changes whenever its content may have changed (local: size, mtime and ctime; S3:
 LastModified; GCS: generation). The ingestion ledger keys on ``(pipeline, uri, token)``, so a file
 re-landed later under the same name is a new file.
 
-Completeness rule, the same for every scheme:
+Completeness rule, the same for every scheme (``ready_reason``):
 
-- temporary names are never complete: dot- and underscore-files, and names ending in ``.part``,
-  ``.tmp``, ``._COPYING_`` and the like (see ``TEMPORARY_SUFFIXES``);
-- a file is *settled* once it has not been modified for ``settle_seconds``. A local file that is
-  still being written keeps getting a new mtime, so it is not settled. S3 and GCS objects are
-  atomic once visible; the same age rule is applied anyway, as a guard against writers that upload
-  a file in several steps.
+- names that never hold data are never complete: a writer's temporary names (dot- and
+  underscore-files, ``.part``, ``.tmp``, ``._COPYING_`` and the like, see ``TEMPORARY_SUFFIXES``)
+  and completion markers (``_SUCCESS``, ``<name>._SUCCESS``);
+- a file is complete at once when a marker says so: ``<name>._SUCCESS`` next to it, or a folder
+  ``_SUCCESS``, written no earlier than the file's last modification (a file rewritten after its
+  marker is not covered by it);
+- a file is complete at once when it has not been modified for ``settle_seconds`` (typically a
+  file written elsewhere and moved in);
+- otherwise it is complete once two listings at least ``STABLE_SECONDS`` apart saw the same
+  version token: a file renamed into place (temporary name, then rename) never changes again, so
+  it is taken after that short look, while a file still being written in place keeps getting a
+  new size and mtime and keeps waiting. Only a writer that writes in place *and* pauses longer
+  than ``STABLE_SECONDS`` mid-file can be mistaken for a finished one: write under a temporary
+  name, or add a marker.
 
 Cheap to import (standard library only): the triggerer imports it through the trigger module.
 """
@@ -20,15 +28,21 @@ Cheap to import (standard library only): the triggerer imports it through the tr
 from __future__ import annotations
 
 import logging
+import math
 import os
 import posixpath
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+Key = tuple[str, str]  # (uri, version token): one version of one file
+MARKER = "_SUCCESS"  # a folder's completion marker (Hadoop, Spark, this project's datasets)
+MARKER_SUFFIX = "._SUCCESS"  # <name>._SUCCESS marks the file <name> complete
+STABLE_SECONDS = 2.0  # two listings this far apart saw the same version: the file is not being written
 
 TEMPORARY_PREFIXES = (".", "_")
 TEMPORARY_SUFFIXES = (
@@ -77,11 +91,23 @@ class LandedFile:
         return cls(uri=raw["uri"], size=int(raw["size"]), modified=float(raw["modified"]), token=raw["token"])
 
 
+def is_marker(name: str) -> bool:
+    """A completion marker (``_SUCCESS``, ``<name>._SUCCESS``): a signal to read, never data to ingest."""
+    return name == MARKER or name.upper().endswith(MARKER_SUFFIX.upper())
+
+
 def is_temporary(name: str) -> bool:
-    """Names writers use while a file is incomplete; such files are never picked up."""
+    """Names that never hold data to ingest: a writer's names for incomplete files, and markers.
+
+    Markers are included so that every caller that skips temporary names (the CLI's ingest too)
+    also skips them.
+    """
     lowered = name.lower()
     return (
-        name.startswith(TEMPORARY_PREFIXES) or lowered.endswith(TEMPORARY_SUFFIXES) or "_copying_" in lowered
+        name.startswith(TEMPORARY_PREFIXES)
+        or lowered.endswith(TEMPORARY_SUFFIXES)
+        or "_copying_" in lowered
+        or is_marker(name)
     )
 
 
@@ -91,18 +117,83 @@ def is_settled(file: LandedFile, now: float, settle_seconds: float) -> bool:
 
 
 def visible(files: Iterable[LandedFile]) -> list[LandedFile]:
-    """The files that are not temporary, sorted by URI."""
+    """The files that hold data (not temporary, not markers), sorted by URI."""
     return sorted((f for f in files if not is_temporary(f.name)), key=lambda f: f.uri)
 
 
+def markers(files: Iterable[LandedFile]) -> dict[str, float]:
+    """When each file (by URI) or folder (by URI, no trailing ``/``) was marked complete.
+
+    ``<name>._SUCCESS`` marks the file ``<name>`` next to it; ``_SUCCESS`` marks its folder. The
+    value is the marker's modification time, which ``ready_reason`` compares with the file's.
+    """
+    marked: dict[str, float] = {}
+    for f in files:
+        if f.name == MARKER:
+            target = f.uri.rstrip("/").rsplit("/", 1)[0]
+        elif is_marker(f.name):
+            target = f.uri[: -len(MARKER_SUFFIX)]
+        else:
+            continue
+        marked[target] = max(marked.get(target, -math.inf), f.modified)
+    return marked
+
+
+def observe(first_seen: Mapping[Key, float], files: Iterable[LandedFile], now: float) -> dict[Key, float]:
+    """When each listed file version was first seen, for the ``STABLE_SECONDS`` rule.
+
+    Keyed by ``(uri, token)``: a file that changed is a new key, seen for the first time now.
+    Versions no longer listed are dropped, so a long-lived watcher's memory stays bounded.
+    """
+    return {f.key: first_seen.get(f.key, now) for f in visible(files)}
+
+
+def ready_reason(
+    file: LandedFile,
+    now: float,
+    settle_seconds: float,
+    *,
+    marked: Mapping[str, float] | None = None,
+    first_seen: Mapping[Key, float] | None = None,
+    stable_seconds: float = STABLE_SECONDS,
+) -> str | None:
+    """Why ``file`` is complete (``marker``, ``settled``, ``unchanged``), or None while it may still change.
+
+    ``marked`` comes from ``markers()`` over the same listing; ``first_seen`` from ``observe()``
+    over this and earlier listings. ``settle_seconds <= 0`` turns every rule off (all complete).
+    """
+    if settle_seconds <= 0:
+        return "no settle time"
+    marked = marked or {}
+    folder = file.uri.rsplit("/", 1)[0]
+    if max(marked.get(file.uri, -math.inf), marked.get(folder, -math.inf)) >= file.modified:
+        return "marker"
+    if is_settled(file, now, settle_seconds):
+        return "settled"
+    seen = (first_seen or {}).get(file.key)
+    if seen is not None and now - seen >= min(stable_seconds, settle_seconds):
+        return "unchanged"
+    return None
+
+
 def split_ready(
-    files: Iterable[LandedFile], now: float, settle_seconds: float
+    files: Iterable[LandedFile],
+    now: float,
+    settle_seconds: float,
+    *,
+    first_seen: Mapping[Key, float] | None = None,
+    stable_seconds: float = STABLE_SECONDS,
 ) -> tuple[list[LandedFile], list[LandedFile]]:
-    """``(settled, still settling)`` among the visible files."""
+    """``(complete, still settling)`` among the data files of one listing (see ``ready_reason``)."""
+    listing = list(files)
+    marked = markers(listing)
     ready: list[LandedFile] = []
     young: list[LandedFile] = []
-    for file in visible(files):
-        (ready if is_settled(file, now, settle_seconds) else young).append(file)
+    for file in visible(listing):
+        reason = ready_reason(
+            file, now, settle_seconds, marked=marked, first_seen=first_seen, stable_seconds=stable_seconds
+        )
+        (ready if reason else young).append(file)
     return ready, young
 
 
@@ -112,36 +203,36 @@ def wait_for_ready(
     *,
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], None] = time.sleep,
+    stable_seconds: float = STABLE_SECONDS,
 ) -> tuple[list[LandedFile], list[LandedFile]]:
-    """Complete files now, waiting (at most ``settle_seconds``, once) only when nothing else is ready.
+    """Complete files now; only when nothing else is ready, look again while files are settling.
 
-    A run started by hand right after a file landed should still take it; a run that already has
-    work does not wait for files that are still settling (the next run takes them). After the
-    wait, a file counts as complete if its version token did not change during the wait and it is
-    settled, or the wait itself lasted ``settle_seconds`` (which also covers clock skew between
-    this host and the store). Returns ``(ready, still settling)``.
+    A run started by hand right after a file was renamed into place should take it after one short
+    second look (``stable_seconds``), not after ``settle_seconds``; a run that already has work does
+    not wait for files that are still settling (the next run takes them). A file that keeps
+    changing is looked at again every ``stable_seconds`` and left for a later run once
+    ``settle_seconds`` have passed in all. Returns ``(ready, still settling)``.
     """
-    ready, young = split_ready(list_files(), clock(), settle_seconds)
-    if ready or not young or settle_seconds <= 0:
-        return ready, young
-    now = clock()
-    pause = min(settle_seconds, max(settle_seconds - f.age(now) for f in young))
-    log.info(
-        "%d file(s) are still settling (modified less than %ss ago): waiting %.1fs for them",
-        len(young),
-        settle_seconds,
-        pause,
-    )
-    sleep(pause)
-    before = {f.uri: f.token for f in young}
-    waited_long_enough = pause >= settle_seconds
-    now = clock()
-    ready, young = [], []
-    for file in visible(list_files()):
-        unchanged = before.get(file.uri) == file.token
-        settled = is_settled(file, now, settle_seconds) and (unchanged or file.uri not in before)
-        (ready if settled or (unchanged and waited_long_enough) else young).append(file)
-    return ready, young
+    first_seen: dict[Key, float] = {}
+    started = clock()
+    while True:
+        files = list_files()
+        now = clock()
+        first_seen = observe(first_seen, files, now)
+        ready, young = split_ready(
+            files, now, settle_seconds, first_seen=first_seen, stable_seconds=stable_seconds
+        )
+        remaining = settle_seconds - (now - started)
+        if ready or not young or remaining <= 0:
+            return ready, young
+        pause = min(stable_seconds, settle_seconds, remaining)
+        log.info(
+            "%d file(s) were modified less than %ss ago: looking again in %.1fs to see whether they changed",
+            len(young),
+            settle_seconds,
+            pause,
+        )
+        sleep(pause)
 
 
 # Version tokens and listings ---------------------------------------------------------------------

@@ -1,8 +1,11 @@
 """Event-driven ingestion: watch a landing zone (``file://``, ``s3://``, ``gs://``) from the triggerer.
 
 ``LandingFileTrigger`` polls the landing URI asynchronously and fires a ``TriggerEvent`` listing the
-files that are complete (``include.mlops.landing``) and not yet processed or being processed
-(``include.mlops.ledger``). It is used two ways:
+files that are complete (``include.mlops.data.landing``: a marker, older than ``settle_seconds``, or
+unchanged between two of its listings ``STABLE_SECONDS`` apart) and not yet processed or being
+processed (``include.mlops.data.ledger``). While a file is settling it lists again after
+``STABLE_SECONDS`` rather than ``poll_interval``, so a file renamed into place is announced a few
+seconds after it is first seen. It is used two ways:
 
 - as an ``AssetWatcher`` (``watch=True``): it runs for as long as the ingest DAG is active and
   fires once per batch of newly complete files; a file it announced is not announced again while
@@ -42,7 +45,8 @@ class LandingFileTrigger(BaseEventTrigger):
     :param pipeline: pipeline name (the ledger key).
     :param landing: landing URI; ``{VAR}`` templates are expanded in the triggerer.
     :param conn_id: Airflow connection; default ``aws_default`` (s3) / ``google_cloud_default`` (gs).
-    :param settle_seconds: a file counts as complete once unmodified for this long.
+    :param settle_seconds: a file counts as complete once unmodified for this long, or once two
+        listings ``STABLE_SECONDS`` apart saw it unchanged, or once a ``_SUCCESS`` marker covers it.
     :param poll_interval: seconds between listings.
     :param claim_timeout: a claim not renewed for this long belongs to a dead run.
     :param reannounce_after: announce a pending file again if no run claimed it for this long.
@@ -72,6 +76,8 @@ class LandingFileTrigger(BaseEventTrigger):
         self.reannounce_after = reannounce_after
         self.watch = watch
         self._clock: Callable[[], float] = time.time  # tests replace it
+        self._first_seen: dict[tuple[str, str], float] = {}  # (uri, token) -> first listed at
+        self._settling = 0  # files listed last time that are not complete yet
 
     @classmethod
     def for_spec(
@@ -131,10 +137,16 @@ class LandingFileTrigger(BaseEventTrigger):
         return Ledger()
 
     async def ready_files(self) -> tuple[list[LandedFile], list[LandedFile]]:
-        """``(complete, pending)``: pending = complete and no run processed or is processing it."""
+        """``(complete, pending)``: pending = complete and no run processed or is processing it.
+
+        Remembers when each file version was first listed, so that the next call can take a file
+        that did not change in between (``landing.ready_reason``).
+        """
         files = await self.list_files()
         now = self._clock()
-        ready, _ = landing.split_ready(files, now, self.settle_seconds)
+        self._first_seen = landing.observe(self._first_seen, files, now)
+        ready, young = landing.split_ready(files, now, self.settle_seconds, first_seen=self._first_seen)
+        self._settling = len(young)
         if not ready:
             return [], []
         pending = await asyncio.to_thread(
@@ -194,4 +206,10 @@ class LandingFileTrigger(BaseEventTrigger):
                 yield self._event(fresh, landing_uri)
                 if not self.watch:
                     return
-            await asyncio.sleep(self.poll_interval)
+            await asyncio.sleep(self.next_poll_in())
+
+    def next_poll_in(self) -> float:
+        """``poll_interval``, or less while files are settling: their second look is due sooner."""
+        if self._settling:
+            return min(self.poll_interval, landing.STABLE_SECONDS)
+        return self.poll_interval
