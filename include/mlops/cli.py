@@ -95,6 +95,12 @@ def _aliases(spec: PipelineSpec, _: argparse.Namespace) -> Any:
     return registry.aliases(spec)
 
 
+def _ping(spec: PipelineSpec, _: argparse.Namespace) -> Any:
+    from include.mlops.ping import ping
+
+    return ping(spec.name)
+
+
 # The pipeline stages, in the order ``--help`` lists them: name -> (help, handler). They share one
 # set of options (``_run`` below); each handler imports only the heavy modules its stage needs.
 _STAGES: dict[str, tuple[str, Callable[[PipelineSpec, argparse.Namespace], Any]]] = {
@@ -106,6 +112,7 @@ _STAGES: dict[str, tuple[str, Callable[[PipelineSpec, argparse.Namespace], Any]]
     "score": ("batch inference", _score),
     "drift": ("drift check", _drift),
     "aliases": ("show the model's aliases", _aliases),
+    "ping": ("load the spec and return (a task with no work, to time the machinery)", _ping),
 }
 
 
@@ -163,6 +170,17 @@ def _release(args: argparse.Namespace) -> Any:
     return release(find_spec(args.pipeline), args.target, force=args.force)
 
 
+def _check_data(args: argparse.Namespace) -> Any:
+    from include.mlops.data.check_data import check_data, format_report
+    from include.mlops.errors import DataError
+
+    result = check_data(find_spec(args.pipeline), args.data, rows=args.rows)
+    print(json.dumps(result, indent=2, default=str) if args.json else format_report(result))
+    if result["errors"]:
+        raise DataError(f"{result['file']}: {result['errors']} error(s) for pipeline {args.pipeline}")
+    return None
+
+
 def _check_specs(_: argparse.Namespace) -> Any:
     specs, errors = load_specs()
     if errors:
@@ -170,11 +188,21 @@ def _check_specs(_: argparse.Namespace) -> Any:
     return {"valid": [s.name for s in specs]}
 
 
+def _add_check_data(sub: Any) -> None:
+    check = sub.add_parser("check-data", help="check a data file against a pipeline's spec before training")
+    check.add_argument("pipeline")
+    check.add_argument("data", help="a CSV or Parquet file (path or URI); a sample of it is read")
+    check.add_argument("--rows", type=int, default=20_000, help="rows to sample (default 20,000)")
+    check.add_argument("--json", action="store_true", help="print the findings as JSON")
+    check.set_defaults(func=_check_data)
+
+
 def parser() -> argparse.ArgumentParser:
     """The command line of training containers and operators; one sub-command per stage."""
     root = argparse.ArgumentParser(prog="python -m include.mlops", description=__doc__)
     sub = root.add_subparsers(dest="command", required=True)
     sub.add_parser("check-specs", help="validate every pipeline spec").set_defaults(func=_check_specs)
+    _add_check_data(sub)
     hist = sub.add_parser("history", help="show a pipeline's promotion history (append-only audit)")
     hist.add_argument("pipeline")
     hist.add_argument("--json", action="store_true", help="print the records as JSON")

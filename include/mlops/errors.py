@@ -7,6 +7,28 @@ are worth retrying.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
+LIST_LIMIT = 10  # values a message lists before it says how many more there are
+MESSAGE_CHARS = 500  # the longest one-line message the core raises (issue 10: every one is readable)
+
+
+def listed(values: Iterable[Any], limit: int = LIST_LIMIT, *, sep: str = ", ") -> str:
+    """``a, b, c, ... and 9,990 more``: a list of values for a message, capped so that a file with
+    10,000 odd columns still gives a one-line error that a person can read."""
+    items = [str(v) for v in values]
+    if len(items) <= limit:
+        return sep.join(items)
+    return f"{sep.join(items[:limit])}{sep}... and {len(items) - limit:,} more"
+
+
+def one_line(text: str, limit: int = MESSAGE_CHARS) -> str:
+    """``text`` on one line, whitespace collapsed and cut at ``limit`` characters (a library's message
+    can hold a whole table or traceback; the task log and notifications need one readable line)."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 14].rstrip() + " ... (cut off)"
+
 
 class MlopsError(Exception):
     """Base class of every error the core raises on purpose."""
@@ -59,3 +81,13 @@ class ServiceUnavailable(MlopsError):
     """A service (MLflow tracking server, object store) did not answer; retrying may help."""
 
     deterministic = False
+
+
+class StageFailed(MlopsError):
+    """A library (scikit-learn, Evidently, pandas, ...) refused this stage's data or settings; the
+    same inputs fail the same way again, so it is not retried (see ``include.mlops.stages``)."""
+
+    def __init__(self, message: str, *, stage: str, library: str):
+        super().__init__(message)
+        self.stage = stage
+        self.library = library

@@ -39,10 +39,20 @@ def artifact_root() -> str:
     return os.environ.get("MLOPS_MLFLOW_ARTIFACT_ROOT") or embedded_store(state_dir())[1]
 
 
+# MLflow draws tqdm progress bars on stderr when it downloads artifacts; in a task log every redraw
+# is an error-level line that hides real errors (issue 10). Off unless the user set it themselves.
+PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+
+
 def client(tracking_uri: str | None = None) -> MlflowClient:
-    """Point MLflow (fluent API and client) at the tracking URI and return a client."""
+    """Point MLflow (fluent API and client) at the tracking URI and return a client.
+
+    Also turns MLflow's artifact progress bars off (they are noise in task logs), unless the
+    environment already says otherwise.
+    """
     import mlflow
 
+    os.environ.setdefault(PROGRESS_BAR_ENV, "false")
     uri = tracking_uri or default_tracking_uri()
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -64,12 +74,14 @@ def ensure_experiment(name: str) -> str:
     return mlflow.create_experiment(name, artifact_location=location)
 
 
-def model_versions(client: MlflowClient, model: str) -> list:
-    """Every version of a registered model; none when the model is not registered yet."""
+def model_versions(client: MlflowClient, model: str, where: str | None = None) -> list:
+    """Every version of a registered model (those matching ``where`` too, an MLflow filter such as
+    ``tags.`key` = 'value'``, when given); none when the model is not registered yet."""
     from mlflow.exceptions import MlflowException
 
     try:
-        return list(client.search_model_versions(f"name = '{model}'"))
+        query = f"name = '{model}'" + (f" AND {where}" if where else "")
+        return list(client.search_model_versions(query))
     except MlflowException as exc:
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
             return []

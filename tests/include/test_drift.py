@@ -255,3 +255,69 @@ def test_model_without_a_profile_falls_back_to_its_reference_sample(state):
     reference = load_reference(run.info.run_id, client)
     assert reference.predictions == {} and reference.prediction_sample is None
     assert reference.rows == 2000 and set(reference.features) == set(sample.columns)
+
+
+@pytest.mark.parametrize("reference_rows", [300, 3000])
+def test_two_valued_numeric_flags_are_tested_and_reported(tmp_path, reference_rows):
+    """Issue 10: a 0/1 or 1/2 flag read as a number (floats, or integers with nulls) got Evidently's
+    z-test for categories; the report then refused it (``StatTestInvalidFeatureTypeError``)."""
+    rng = np.random.default_rng(3)
+
+    def flags(rows: int, p: float) -> pd.DataFrame:
+        frame = pd.DataFrame(
+            {
+                "x": rng.normal(0, 1, rows),
+                "binary01": (rng.random(rows) < p).astype("int64"),
+                "coded12": np.where(rng.random(rows) < p, 2.0, 1.0),
+                "three": rng.integers(1, 4, rows).astype("float64"),
+            }
+        )
+        frame.loc[::7, "binary01"] = None  # integers with nulls: read back as floats
+        return frame
+
+    reference, current = flags(reference_rows, 0.3), flags(800, 0.5)
+    mine = ours(reference, write_window(tmp_path / "window", current, parts=2))
+    for column in ("binary01", "coded12", "three"):
+        assert mine[column].column_type == "num", column
+        expected = drift_stats.default_stattest("num", reference_rows, 3 if column == "three" else 2)
+        assert mine[column].stattest == expected.name
+    html, report_json, left_out = drift_report.render_report(reference, current, mine, {}, drift_share=0.5)
+    assert not left_out and "binary01" in html
+    shown = drift_report.column_decisions(json.loads(report_json))
+    assert {c: d["drifted"] for c, d in shown.items()} == {c: d.drifted for c, d in mine.items()}
+
+
+@pytest.mark.parametrize("reference_rows", [10, 1000, 1001, 50_000])
+@pytest.mark.parametrize("values", [1, 2, 3, 5, 6, 40])
+@pytest.mark.parametrize("column_type", ["num", "cat"])
+def test_default_stattest_is_evidentlys_own_choice(column_type, values, reference_rows):
+    from evidently.legacy.calculations.stattests.registry import get_stattest
+    from evidently.legacy.core import ColumnType
+
+    ref = pd.Series(np.arange(min(reference_rows, 2000)) % values)
+    cur = pd.Series(np.arange(values))
+    kind = ColumnType.Numerical if column_type == "num" else ColumnType.Categorical
+    if reference_rows > 2000:
+        ref = pd.Series(np.arange(reference_rows) % values)
+    assert drift_stats.default_stattest(column_type, reference_rows, values) is get_stattest(
+        ref, cur, kind, None
+    )
+
+
+@pytest.mark.parametrize(
+    "series",
+    [
+        pd.Series([0, 1] * 20),
+        pd.Series([1.0, 2.0] * 20),
+        pd.Series(range(40)),
+        pd.Series(["a", "b"] * 20),
+        pd.Series([f"t{i}" for i in range(40)]),
+        pd.Series([True, False] * 20),
+    ],
+)
+def test_column_type_is_evidentlys_inference(series):
+    from evidently.core.datasets import infer_column_type
+
+    kind = drift_stats.pandas_kind(series)
+    ours_type = drift_stats.evidently_type(kind, series.nunique(), int(series.count()))
+    assert ours_type == infer_column_type(series).value

@@ -7,6 +7,7 @@ the tests marked slow go through a real embedded MLflow registry or a killed sub
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -468,3 +469,14 @@ def test_pinned_champion_round_trips_through_xcom_json(fitted):
     again = PinnedChampion.from_dict(pinned.to_dict())
     assert again == pinned and PinnedChampion.of(again) is again
     assert {k: v for k, v in pinned.to_dict().items() if k in champion} == champion
+
+
+def test_booleans_with_gaps_read_from_csv_match_a_boolean_signature():
+    """Issue 10: True/False/empty in a CSV reads as ``object``; it scores like MLflow's boolean."""
+    from include.mlops.scoring.signature import InputColumn, pandas_kind, signature_problems
+
+    read = pd.read_csv(io.StringIO("n,maybe\n1,True\n2,\n3,False\n"))
+    assert read["maybe"].dtype == object and pandas_kind(read["maybe"]) == "boolean"
+    assert pandas_kind(pd.Series(["a", None], dtype=object)) == "string"
+    found = {"maybe": (pandas_kind(read["maybe"]), str(read["maybe"].dtype))}
+    assert signature_problems(found, [InputColumn("maybe", "boolean")], None) == ([], [])

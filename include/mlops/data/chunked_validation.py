@@ -44,7 +44,7 @@ import pandas as pd
 from include.mlops import storage
 from include.mlops.data import content_checks, reading
 from include.mlops.data.validation import ValidationOutcome, gx_session
-from include.mlops.errors import DataError, SpecError
+from include.mlops.errors import DataError, SpecError, listed
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ def validate_file(
         if not mixed:
             break
         if passes > 1:  # every chunk was cast the second time: reaching this is a bug
-            raise DataError(f"{name}: column types still differ between chunks ({', '.join(mixed)})")
+            raise DataError(f"{name}: column types still differ between chunks ({listed(mixed)})")
         dtypes = {**dtypes, **{column: _common_dtype(found) for column, found in mixed.items()}}
         log.info(
             "%s: dtypes differ between chunks in %s; validating again with the whole-file dtypes",
@@ -491,7 +491,7 @@ class _Run:
                 "%s: %s on %s validated on the whole column(s): %s",
                 self.name,
                 plan.config.type,
-                ", ".join(plan.columns),
+                listed(plan.columns),
                 plan.reason,
             )
         if columns == []:  # no such column: GE reports it as on the whole file

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from include.mlops.errors import DataError
+from include.mlops.errors import DataError, listed
 from include.mlops.spec import PipelineSpec
 
 
@@ -16,7 +16,8 @@ def check_columns(frame: pd.DataFrame, spec: PipelineSpec, *, name: str, with_ta
     missing = [c for c in required if c and c not in frame.columns]
     if missing:
         raise DataError(
-            f"{name}: missing required column(s) {', '.join(missing)}; found {', '.join(map(str, frame.columns))}"
+            f"{name}: missing required column(s) {listed(missing)}; found {len(frame.columns):,} column(s): "
+            f"{listed(frame.columns)}"
         )
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from include.mlops.errors import DataError
+from include.mlops.errors import DataError, listed
 from include.mlops.spec import PipelineSpec
 
 FUTURE_TOLERANCE = pd.Timedelta(days=1)  # clock skew between the source system and us
@@ -65,16 +65,14 @@ class ContentCheck:
         missing = sorted(c for c in named if c not in columns)
         if missing and extra:
             raise DataError(
-                f"{name}: column(s) {', '.join(missing)} missing and unexpected column(s) {', '.join(extra)} "
+                f"{name}: column(s) {listed(missing)} missing and unexpected column(s) {listed(extra)} "
                 "found (renamed?); rename them back or update the spec and suite"
             )
         if missing:
-            raise DataError(
-                f"{name}: missing column(s) {', '.join(missing)} that the validation suite checks"
-            )
+            raise DataError(f"{name}: missing column(s) {listed(missing)} that the validation suite checks")
         if extra:
             raise DataError(
-                f"{name}: unexpected extra column(s) {', '.join(extra)}; add them to the spec's features and "
+                f"{name}: unexpected extra column(s) {listed(extra)}; add them to the spec's features and "
                 "the suite, or drop them from the export"
             )
         self.numeric = [

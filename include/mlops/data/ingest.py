@@ -26,11 +26,14 @@ from include.mlops.data.ledger import Ledger, Outcome
 from include.mlops.data.reading import detect_format
 from include.mlops.data.report_files import QUARANTINE_TIME, link_digest, report_uris, write_reports
 from include.mlops.data.validation import failure_report, load_suite
-from include.mlops.errors import DataError, NothingToDo, ValidationFailed
+from include.mlops.errors import DataError, NothingToDo, ValidationFailed, listed, one_line
 from include.mlops.paths import resolve_project_path
 from include.mlops.spec import PipelineSpec
+from include.mlops.stages import staged
 
 log = logging.getLogger(__name__)
+
+SUMMARY_CHARS = 300  # the reasons in a quarantine message (the whole list is in the report)
 
 
 PublishStatus = Literal["published", "duplicate"]  # duplicate: same content already published
@@ -125,6 +128,7 @@ def ingest_claimed(
     return result
 
 
+@staged("ingest")
 def ingest_file(spec: PipelineSpec, uri: str, *, run_id: str = "manual") -> IngestResult:
     """Validate one landed file; publish it, or quarantine it and raise ValidationFailed."""
     name = storage.basename(uri)
@@ -230,8 +234,8 @@ def _quarantine(
     check = link_digest(moved_link) if moved_link else storage.sha256(moved)
     if check != digest:  # never expected; says so loudly if storage misbehaves
         raise DataError(f"{name}: checksum changed while moving to quarantine ({moved})")
-    summary = "; ".join(reasons[:5]) + (f"; and {len(reasons) - 5} more" if len(reasons) > 5 else "")
-    summary = " ".join(summary.splitlines())  # one line, whatever a reason holds
+    # one line whatever a reason holds, short enough to read with the two paths around it
+    summary = one_line(listed(reasons, 5, sep="; "), SUMMARY_CHARS)
     raise ValidationFailed(
         f"pipeline {spec.name}: {name} failed validation and was quarantined to {moved}: {summary}. "
         f"Report: {report}",

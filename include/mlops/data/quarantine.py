@@ -24,7 +24,7 @@ from typing import Any
 from include.mlops import storage
 from include.mlops.data.report_files import QUARANTINE_TIME, REPORT_FILES, report_uris
 from include.mlops.data.validation import STRUCTURAL_EXPECTATION, ValidationOutcome
-from include.mlops.errors import MlopsError
+from include.mlops.errors import MlopsError, listed
 from include.mlops.spec import PipelineSpec
 
 MARKER = "RELEASED.json"
@@ -149,7 +149,7 @@ def _quarantined_file(spec: PipelineSpec, folder: str, chosen: str | None) -> st
     if len(files) > 1:
         raise ReleaseRefused(
             f"pipeline {spec.name}: quarantine folder {folder} holds several files "
-            f"({', '.join(map(storage.basename, files))}); name the one to release"
+            f"({listed(map(storage.basename, files))}); name the one to release"
         )
     source = files[0]
     local = storage.local_path(source)

@@ -33,7 +33,7 @@ import pandas as pd
 
 from include.mlops import storage
 from include.mlops.data.reading import detect_format, read_frame
-from include.mlops.errors import MlopsError
+from include.mlops.errors import MlopsError, listed
 
 MARGIN = 0.1
 MAX_CATEGORIES = 20
@@ -79,7 +79,7 @@ def suggest(
         raise MlopsError(f"{source or 'the reference data'} has no rows; cannot suggest a suite from it")
     columns = [str(c) for c in frame.columns]
     if id_column is not None and id_column not in columns:
-        raise MlopsError(f"--id-column {id_column} is not a column of {source}: {', '.join(columns)}")
+        raise MlopsError(f"--id-column {id_column} is not a column of {source}: {listed(columns)}")
     id_column = id_column or _guess_id(frame)
     expectations: list[dict[str, Any]] = [
         _e("expect_table_columns_to_match_ordered_list", column_list=columns),

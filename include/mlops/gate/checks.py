@@ -15,6 +15,7 @@ import pandas as pd
 
 from include.mlops import metrics, storage
 from include.mlops.data.reading import detect_format
+from include.mlops.errors import listed
 from include.mlops.gate import bootstrap
 from include.mlops.gate.policy import bounds
 from include.mlops.gate.records import GateCheck
@@ -185,7 +186,7 @@ def schema_check(spec: PipelineSpec, required: list[str]) -> GateCheck:
         missing,
         not missing,
         "all model inputs present",
-        f"the scoring data ({name}) lacks column(s) the candidate needs: {', '.join(missing)}"
+        f"the scoring data ({name}) lacks column(s) the candidate needs: {listed(missing)}"
         if missing
         else f"the scoring data ({name}) has every column the candidate needs",
     )

@@ -17,10 +17,12 @@ from include.mlops.gate import report as gate_report
 from include.mlops.gate import steps
 from include.mlops.gate.policy import decide
 from include.mlops.spec import PipelineSpec
+from include.mlops.stages import staged
 
 __all__ = ["decide", "evaluate"]
 
 
+@staged("evaluate")
 def evaluate(
     spec: PipelineSpec,
     *,

@@ -24,6 +24,7 @@ from include.mlops.errors import DataError
 from include.mlops.model.estimators import build_model
 from include.mlops.monitoring.reference import write_reference
 from include.mlops.spec import PipelineSpec
+from include.mlops.stages import staged
 from include.mlops.tags import (
     AIRFLOW_DAG_ID,
     AIRFLOW_RUN_ID,
@@ -82,6 +83,7 @@ def _prepare(frame: pd.DataFrame, spec: PipelineSpec) -> tuple[pd.DataFrame, pd.
     return frame[columns], target
 
 
+@staged("train")
 def train(
     spec: PipelineSpec, *, lineage: dict[str, str] | None = None, tracking_uri: str | None = None
 ) -> TrainResult:
@@ -157,7 +159,9 @@ def _split(spec: PipelineSpec) -> TrainingData:
     train_frame, holdout = frame[~mask].reset_index(drop=True), frame[mask].reset_index(drop=True)
     if len(train_frame) < 10 or len(holdout) < 5:
         raise DataError(
-            f"pipeline {spec.name}: too few rows to train ({len(train_frame)}) and evaluate ({len(holdout)})"
+            f"pipeline {spec.name}: too few rows to train ({len(train_frame)}) and evaluate ({len(holdout)}); "
+            f"training needs at least 10 rows and the holdout (training.holdout_fraction "
+            f"{spec.training.holdout_fraction}) at least 5: publish more data"
         )
     x_train, y_train = _prepare(train_frame, spec)
     x_holdout, y_holdout = _prepare(holdout, spec)
@@ -204,10 +208,12 @@ def _log_and_register(
                 "seed": spec.training.seed,
             }
         )
-        mlflow.log_metrics(scores)
         _log_data(spec, model, data)
-        model_uri = _log_model(model, data.x_train)
-        version = mlflow.register_model(model_uri, spec.model_name, tags=run_tags)
+        logged = _log_model(model, data.x_train)
+        # After the model and linked to it: metrics already on the run would make MLflow read each
+        # one's history back and log it again to link it (two requests per metric; issue 11).
+        mlflow.log_metrics(scores, model_id=logged.model_id)
+        version = mlflow.register_model(logged.model_uri, spec.model_name, tags=run_tags)
         client.set_registered_model_alias(spec.model_name, "challenger", version.version)
     return run.info.run_id, str(version.version)
 
@@ -232,8 +238,8 @@ def _log_data(spec: PipelineSpec, model: Any, data: TrainingData) -> None:
             mlflow.log_artifact(str(Path(tmp) / name), "data")
 
 
-def _log_model(model: Any, x_train: pd.DataFrame) -> str:
-    """Log the fitted model with its signature and an input example; returns the logged model's URI."""
+def _log_model(model: Any, x_train: pd.DataFrame) -> Any:
+    """Log the fitted model with its signature and an input example; returns MLflow's ``ModelInfo``."""
     import mlflow
     from mlflow.models import infer_signature
 
@@ -250,14 +256,17 @@ def _log_model(model: Any, x_train: pd.DataFrame) -> str:
         input_example=example.head(5),
         skops_trusted_types=own_types(model),
     )
-    return info.model_uri
+    return info
 
 
 def _version_of_run(client: Any, model: str, lineage: dict[str, str] | None) -> Any:
     """The version an Airflow run already registered (a cleared and re-run task must not add another)."""
     if not lineage or not lineage.get(AIRFLOW_RUN_ID):
         return None
-    for version in tracking.model_versions(client, model):
+    run_id = lineage[AIRFLOW_RUN_ID]
+    # Only this run's versions: a filter on the tag instead of listing every version of the model.
+    query = None if "'" in run_id else f"tags.`{AIRFLOW_RUN_ID}` = '{run_id}'"
+    for version in tracking.model_versions(client, model, query):
         version_tags = version.tags or {}
         if version_tags.get(AIRFLOW_RUN_ID) == lineage[AIRFLOW_RUN_ID] and version_tags.get(
             AIRFLOW_DAG_ID

@@ -26,13 +26,14 @@ import pandas as pd
 
 from include.mlops import storage, tracking
 from include.mlops.data.reading import detect_format
-from include.mlops.errors import DataError, NothingToDo
+from include.mlops.errors import DataError, NothingToDo, listed
 from include.mlops.monitoring import drift_stats
 from include.mlops.monitoring.drift_report import render_report
 from include.mlops.monitoring.drift_stats import ColumnSummary, Decision
 from include.mlops.monitoring.reference import Reference, load_reference
 from include.mlops.scoring.inference import scored_batches
 from include.mlops.spec import PipelineSpec
+from include.mlops.stages import staged
 from include.mlops.tracking import alias_version
 
 log = logging.getLogger(__name__)
@@ -241,7 +242,7 @@ def _test_features(
     if not decisions:
         raise DataError(
             "no column could be compared with the reference: "
-            + "; ".join(f"{c}: {why}" for c, why in skipped.items())
+            + listed((f"{c}: {why}" for c, why in skipped.items()), 5, sep="; ")
         )
     return _Tested(decisions, {}, skipped, window.rows, reference.sample, window.sample.frame())
 
@@ -299,6 +300,7 @@ def check(spec: PipelineSpec, *, run_key: str, tracking_uri: str | None = None) 
     return run_check(spec, run_key=run_key, tracking_uri=tracking_uri).to_dict()
 
 
+@staged("drift")
 def run_check(spec: PipelineSpec, *, run_key: str, tracking_uri: str | None = None) -> DriftResult:
     """``check`` as a record, for callers in the core."""
     version, reference = _champion_reference(spec, tracking_uri)
@@ -336,7 +338,7 @@ def run_check(spec: PipelineSpec, *, run_key: str, tracking_uri: str | None = No
         compared.drift_share,
         spec.monitoring.drift_share_threshold,
         compared.current_rows,
-        ", ".join(compared.drifted_columns) or "none",
+        listed(compared.drifted_columns) or "none",
         compared.report_html,
     )
     return result

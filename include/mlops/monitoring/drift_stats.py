@@ -42,10 +42,9 @@ CELLS = 16_384  # quantile resolution of a numeric summary (and the raw-value li
 DISTINCT_CAP = 10_000  # distinct values counted exactly per column; beyond that, counts are dropped
 JS_PROXY_ROWS = 1 << 18  # size of the rebuilt frequency sample for Jensen-Shannon (exact up to it)
 # Evidently (evidently.legacy.calculations.stattests.registry._get_default_stattest) switches from
-# p-value tests to distances above this many reference rows, and counts a numeric column with at
-# most this many distinct values as discrete; the type rules are in evidently.core.datasets.
+# p-value tests to distances above this many reference rows (``default_stattest`` asks Evidently
+# itself for the test); the type rules are in evidently.core.datasets.
 SMALL_REFERENCE_ROWS = 1000
-DISCRETE_VALUES = 5
 TEXT_UNIQUE_SHARE = 0.5
 
 NUMERIC_KINDS = ("float", "int")
@@ -458,16 +457,21 @@ class WindowSketch:
 
 
 def default_stattest(column_type: str, reference_rows: int, values: int) -> Any:
-    """Evidently's default test for one column, by the rules of ``_get_default_stattest``."""
-    from evidently.legacy.calculations import stattests
+    """Evidently's default test for one column, chosen by Evidently's own ``get_stattest``.
 
-    if reference_rows <= SMALL_REFERENCE_ROWS:
-        if column_type == "num" and values > DISCRETE_VALUES:
-            return stattests.ks_stat_test
-        return stattests.chi_stat_test if values > 2 else stattests.z_stat_test
-    if column_type == "num" and values > DISCRETE_VALUES:
-        return stattests.wasserstein_stat_test
-    return stattests.jensenshannon_stat_test
+    Why: the test must be the one Evidently would pick on the full data, by construction rather than
+    by a copy of its rules. Its choice depends only on the column type, the number of reference rows
+    (at most or above ``SMALL_REFERENCE_ROWS``) and the number of distinct values on both sides, so
+    it is asked on two tiny series with those properties.
+    """
+    from evidently.legacy.calculations.stattests.registry import get_stattest
+    from evidently.legacy.core import ColumnType
+
+    kinds = {"num": ColumnType.Numerical, "cat": ColumnType.Categorical, "text": ColumnType.Text}
+    distinct = max(int(values), 1)
+    reference = pd.Series(np.arange(min(reference_rows, SMALL_REFERENCE_ROWS + 1)) % distinct)
+    current = pd.Series(np.arange(distinct))  # both sides together have ``values`` distinct values
+    return get_stattest(reference, current, kinds[column_type], None)
 
 
 def _allocate(weights: np.ndarray, size: int) -> np.ndarray:

@@ -22,9 +22,10 @@ import pandas as pd
 
 from include.mlops import storage
 from include.mlops.data.reading import detect_format, read_columns, read_header
-from include.mlops.errors import DataError, NothingToDo
+from include.mlops.errors import DataError, NothingToDo, listed
 from include.mlops.metrics import Scored, from_scored
 from include.mlops.spec import PipelineSpec
+from include.mlops.stages import staged
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def read_labels(spec: PipelineSpec, *, id_dtype: Any = None) -> pd.DataFrame:
         missing = [c for c in (id_column, target) if c not in present]
         if missing:
             raise DataError(
-                f"pipeline {spec.name}: labels file {name} lacks column(s) {', '.join(missing)}; "
+                f"pipeline {spec.name}: labels file {name} lacks column(s) {listed(missing)}; "
                 f"a labels file holds the id column {id_column!r} and the target {target!r}"
             )
         frame = read_columns(uri, fmt, [id_column, target])
@@ -142,8 +143,8 @@ def version_metrics(task: str, joined: pd.DataFrame, target: str, classes: list[
     unknown = sorted(set(pd.unique(truth)) - set(classes), key=str)
     if unknown:
         raise DataError(
-            f"labels hold {target} value(s) {', '.join(map(repr, unknown[:5]))} that are not among the "
-            f"model's classes {classes!r}; write the target as the training data has it"
+            f"labels hold {target} value(s) {listed(map(repr, unknown), 5)} that are not among the "
+            f"model's classes {listed(map(repr, classes))}; write the target as the training data has it"
         )
     proba = None
     if len(classes) == 2 and "probability" in joined and joined["probability"].notna().all():
@@ -247,6 +248,7 @@ def log_to_tracking(client: Any, run_id: str, result: dict[str, Any]) -> None:
         client.log_batch(run_id, metrics=points)
 
 
+@staged("performance")
 def check(spec: PipelineSpec, *, run_key: str, tracking_uri: str | None = None) -> dict[str, Any]:
     """Performance of the recent predictions that have labels; report under ``run_key``."""
     from include.mlops import tracking

@@ -44,6 +44,7 @@ from include.mlops.scoring.progress import PROGRESS_SECONDS, Progress
 from include.mlops.scoring.signature import check_columns
 from include.mlops.scoring.writer import PartitionWriter, constant
 from include.mlops.spec import PipelineSpec
+from include.mlops.stages import staged
 
 __all__ = [
     "PREDICTIONS_FILE",
@@ -171,6 +172,7 @@ def build_manifest(job: PartitionJob, writer: PartitionWriter, run_id: str, seco
     }
 
 
+@staged("score")
 def score_partition(
     spec: PipelineSpec,
     partition_uri: str,
@@ -232,6 +234,7 @@ def summarize(
     }
 
 
+@staged("score")
 def score(
     spec: PipelineSpec, *, run_id: str, rescore: bool = False, tracking_uri: str | None = None
 ) -> dict[str, Any]:

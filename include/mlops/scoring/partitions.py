@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from include.mlops import storage
-from include.mlops.errors import DataError, NothingToDo
+from include.mlops.errors import DataError, NothingToDo, listed
 from include.mlops.spec import PipelineSpec
 
 log = logging.getLogger(__name__)
@@ -129,5 +129,5 @@ def list_partitions(spec: PipelineSpec, *, rescore: bool = False, redo_run: str 
     ]
     if not pending:
         raise NothingToDo(f"pipeline {spec.name}: no new scoring input in {spec.uri('scoring')}")
-    log.info("%d partition(s) to score: %s", len(pending), ", ".join(map(storage.basename, pending)))
+    log.info("%d partition(s) to score: %s", len(pending), listed(map(storage.basename, pending)))
     return pending

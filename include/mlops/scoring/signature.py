@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from include.mlops.errors import DataError
+from include.mlops.errors import DataError, listed
 
 # MLflow signature type -> kinds of input column that score correctly against it. Integers are
 # fine for a double column (training declares integer columns as doubles); an all-null column is
@@ -85,11 +85,22 @@ def pandas_kind(series: Any) -> str:
         kind = "float"
     elif api.is_datetime64_any_dtype(series.dtype):
         kind = "datetime"
+    elif _nullable_bools(series):
+        kind = "boolean"
     elif api.is_string_dtype(series.dtype) or isinstance(series.dtype, pd.CategoricalDtype):
         kind = "string"
     else:
         kind = "other"
     return kind
+
+
+def _nullable_bools(series: Any) -> bool:
+    """True/False with gaps: pandas reads them (a CSV column, or Arrow booleans with nulls) as
+    ``object``; MLflow's signature calls them boolean, so scoring must too (issue 10)."""
+    if series.dtype != object:
+        return False
+    present = series.dropna()
+    return bool(len(present)) and bool(present.map(lambda v: isinstance(v, bool)).all())
 
 
 def signature_problems(
@@ -120,7 +131,7 @@ def check_columns(
         return
     parts = []
     if missing:
-        parts.append(f"missing column(s): {', '.join(missing)}")
+        parts.append(f"missing column(s): {listed(missing)}")
     if mistyped:
-        parts.append(f"mistyped column(s): {', '.join(mistyped)}")
+        parts.append(f"mistyped column(s): {listed(mistyped)}")
     raise DataError(f"{label} does not match the signature of {model}: {'; '.join(parts)}")

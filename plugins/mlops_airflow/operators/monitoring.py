@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from airflow.sdk import Context
 
+from include.mlops.errors import listed
 from mlops_airflow.links.mlflow_ui import LINKS, remember
 from mlops_airflow.links.reports import DRIFT_LINKS, PERFORMANCE_LINKS
 from mlops_airflow.operators.base import PipelineOperator
@@ -145,7 +146,7 @@ class DriftCheckOperator(PipelineOperator):
                 context,
                 "drift_detected",
                 f"drift share {result['drift_share']:.2f} reached the threshold {result['threshold']:.2f}; "
-                f"drifted columns: {', '.join(columns) or 'none listed'}",
+                f"drifted columns: {listed(columns) or 'none listed'}",
                 report=result.get("report_html"),
             )
         return result
