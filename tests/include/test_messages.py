@@ -47,5 +47,7 @@ def test_ingesting_a_file_with_10000_unexpected_columns_fails_in_one_short_line(
     with pytest.raises(ValidationFailed) as err:
         ingest.ingest_file(spec, uri)
     message = str(err.value)
-    assert len(message) < 500 + len(str(err.value.quarantined_to)) + len(str(err.value.report_uri))
+    assert len(message) <= 500 or len(message) < 160 + len(
+        str(err.value.quarantined_to)
+    )  # a very long data root
     assert "\n" not in message and "more" in message and "wide.csv" in message

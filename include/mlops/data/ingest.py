@@ -26,7 +26,7 @@ from include.mlops.data.ledger import Ledger, Outcome
 from include.mlops.data.reading import detect_format
 from include.mlops.data.report_files import QUARANTINE_TIME, link_digest, report_uris, write_reports
 from include.mlops.data.validation import failure_report, load_suite
-from include.mlops.errors import DataError, NothingToDo, ValidationFailed, listed, one_line
+from include.mlops.errors import MESSAGE_CHARS, DataError, NothingToDo, ValidationFailed, listed, one_line
 from include.mlops.paths import resolve_project_path
 from include.mlops.spec import PipelineSpec
 from include.mlops.stages import staged
@@ -34,6 +34,7 @@ from include.mlops.stages import staged
 log = logging.getLogger(__name__)
 
 SUMMARY_CHARS = 300  # the reasons in a quarantine message (the whole list is in the report)
+SUMMARY_MIN_CHARS = 80  # ... however long the quarantine folder's path is
 
 
 PublishStatus = Literal["published", "duplicate"]  # duplicate: same content already published
@@ -234,11 +235,14 @@ def _quarantine(
     check = link_digest(moved_link) if moved_link else storage.sha256(moved)
     if check != digest:  # never expected; says so loudly if storage misbehaves
         raise DataError(f"{name}: checksum changed while moving to quarantine ({moved})")
-    # one line whatever a reason holds, short enough to read with the two paths around it
-    summary = one_line(listed(reasons, 5, sep="; "), SUMMARY_CHARS)
+    # One line whatever a reason holds: the folder is named once (file and reports are in it) and
+    # the reasons get what is left of MESSAGE_CHARS, so the whole line stays readable.
+    head = f"pipeline {spec.name}: {name} failed validation: "
+    tail = f". Quarantined with its report ({storage.basename(report)}) to {folder}"
+    room = max(SUMMARY_MIN_CHARS, MESSAGE_CHARS - len(head) - len(tail))
+    summary = one_line(listed(reasons, 5, sep="; "), min(room, SUMMARY_CHARS))
     raise ValidationFailed(
-        f"pipeline {spec.name}: {name} failed validation and was quarantined to {moved}: {summary}. "
-        f"Report: {report}",
+        head + summary + tail,
         quarantined_to=moved,
         report_uri=report,
         reports=reports,
