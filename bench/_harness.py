@@ -55,11 +55,13 @@ class OtherLoad:
 
         self._busy, self._own, self._wall = machine_busy(), _own_cpu_seconds(), time.perf_counter()
 
-    def share(self) -> float | None:
+    def share(self, detached_cpu: float = 0.0) -> float | None:
+        """The share so far; ``detached_cpu``: CPU seconds of this benchmark's processes that are not
+        its waited-for children (a stack started in new sessions), which count as its own too."""
         import time
 
         busy = machine_busy()
         if busy is None or self._busy is None:
             return None
-        others = (busy - self._busy) - (_own_cpu_seconds() - self._own)
+        others = (busy - self._busy) - (_own_cpu_seconds() - self._own) - detached_cpu
         return max(0.0, others / ((time.perf_counter() - self._wall) * (os.cpu_count() or 1)))

@@ -27,6 +27,17 @@ COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 ADMIN = ("admin", "admin")
 
 
+def parallelism(cpus: int | None = None) -> int:
+    """Task slots of the embedded LocalExecutor: two per CPU (at least 4).
+
+    The stages are mostly CPU-bound, so more slots than that only slows each task down; two per CPU
+    keep the CPUs busy while some tasks wait on MLflow, SQLite or the object store. Waiting sensors
+    are deferred to the triggerer and take no slot. The workers are forked from the scheduler and
+    share the preloaded libraries copy-on-write, so an idle slot costs little memory.
+    """
+    return max(4, 2 * (cpus or os.cpu_count() or 2))
+
+
 def port_is_free(port: int) -> bool:
     """Nothing listens on 127.0.0.1:port (a socket in TIME_WAIT does not count)."""
     with socket.socket() as sock:
@@ -55,6 +66,7 @@ class Stack:
     mlflow_port: int = int(os.environ.get("MLOPS_MLFLOW_PORT", "5000"))
     with_mlflow_ui: bool = True
     disable_schedules: bool = False
+    dags_folder: Path = ROOT / "dags"  # a benchmark or test points Airflow at DAG files of its own
 
     @property
     def worker_log_port(self) -> int:
@@ -100,10 +112,14 @@ class Stack:
             "MLOPS_STATE_DIR": str(self.state),
             "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "plugins")]),
             "AIRFLOW_HOME": str(self.airflow_home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": "4",
+            # LocalExecutor that imports the heavy libraries once, before it forks its workers
+            "AIRFLOW__CORE__EXECUTOR": "mlops_airflow.executors.local.PreloadingLocalExecutor",
+            # Latency settings of the embedded default: docs/architecture.md, "Speed of a task".
+            "AIRFLOW__CORE__PARALLELISM": str(parallelism()),
+            "AIRFLOW__SCHEDULER__MP_START_METHOD": "fork",  # workers inherit the preload
+            "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.25",
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             # sensors and operators that can wait in the triggerer do so (LandingFileSensor among them)
             "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": "True",
@@ -121,7 +137,7 @@ class Stack:
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(self.trigger_log_port),
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
             "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
-            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "5",
             "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "900",
             "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
             "GX_ANALYTICS_ENABLED": "False",
@@ -262,6 +278,7 @@ class Stack:
         deadline = time.monotonic() + timeout
         while pids and time.monotonic() < deadline:
             for pid, pid_file in list(pids.items()):
+                _reap(pid)
                 try:
                     os.killpg(pid, 0)
                 except OSError:
@@ -274,6 +291,18 @@ class Stack:
             except OSError:
                 pass
             pid_file.unlink(missing_ok=True)
+
+
+def _reap(pid: int) -> None:
+    """Collect ``pid``'s exit status if this process started it (the demo, the tests, the benches).
+
+    Until then an exited component is a zombie, and its process group still "exists" for
+    ``killpg(pid, 0)``: ``down`` waited its whole timeout (30 s) on every stack it had started itself.
+    """
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # not our child (``make down`` from another shell): init reaps it
+        pass
 
 
 def main() -> None:

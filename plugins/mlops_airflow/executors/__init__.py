@@ -1,0 +1,1 @@
+"""Executors of the embedded default stack (``tools/stack.py``)."""
