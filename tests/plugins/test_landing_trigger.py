@@ -527,15 +527,24 @@ def make_sensor(zone: Zone) -> LandingFileSensor:
     )
 
 
-def test_the_sensor_is_deferrable_by_airflows_default_like_the_providers_sensors():
+@pytest.mark.parametrize("setting", ["True", "False"])
+def test_the_sensor_is_deferrable_by_airflows_default_like_the_providers_sensors(setting, monkeypatch):
+    """The default is read when the class is defined, as in the providers: reload under each setting."""
+    import importlib
     import inspect
 
-    from airflow.sdk import conf
+    from mlops_airflow.sensors import landing
 
-    default = inspect.signature(LandingFileSensor.__init__).parameters["deferrable"].default
-    assert default == conf.getboolean("operators", "default_deferrable", fallback=False)
-    assert LandingFileSensor(task_id="s", pipeline="churn").deferrable is default
-    assert LandingFileSensor(task_id="s", pipeline="churn", deferrable=True).deferrable is True
+    monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", setting)
+    sensor = importlib.reload(landing).LandingFileSensor
+    try:
+        default = inspect.signature(sensor.__init__).parameters["deferrable"].default
+        assert default is (setting == "True")
+        assert sensor(task_id="s", pipeline="churn").deferrable is default
+        assert sensor(task_id="s", pipeline="churn", deferrable=not default).deferrable is (not default)
+    finally:
+        monkeypatch.undo()
+        importlib.reload(landing)
 
 
 def test_the_sensor_defers_then_returns_what_the_trigger_found(zone, pipelines_dir):

@@ -237,8 +237,8 @@ def _quarantine(
         raise DataError(f"{name}: checksum changed while moving to quarantine ({moved})")
     # One line whatever a reason holds: the folder is named once (file and reports are in it) and
     # the reasons get what is left of MESSAGE_CHARS, so the whole line stays readable.
-    head = f"pipeline {spec.name}: {name} failed validation: "
-    tail = f". Quarantined with its report ({storage.basename(report)}) to {folder}"
+    head = f"pipeline {spec.name}: {name} failed validation and was quarantined to {folder}: "
+    tail = f". Report: {storage.basename(report)} in that folder"
     room = max(SUMMARY_MIN_CHARS, MESSAGE_CHARS - len(head) - len(tail))
     summary = one_line(listed(reasons, 5, sep="; "), min(room, SUMMARY_CHARS))
     raise ValidationFailed(
