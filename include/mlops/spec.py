@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from include.mlops.backend_spec import OBJECT_STORES, BackendSection, StageBackends, parse_duration
 from include.mlops.errors import SpecError
 from include.mlops.paths import expand, pipelines_dir
 
@@ -23,20 +24,6 @@ LOWER_IS_BETTER = frozenset({"log_loss", "rmse", "mae"})
 # libyaml's safe loader when present: parsing 20 specs drops from ~100 ms to ~15 ms.
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
-_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(text: str | int) -> int:
-    """``"1d"`` -> 86400. Plain integers are seconds."""
-    if isinstance(text, int):
-        return text
-    match = _DURATION.match(str(text))
-    if not match:
-        raise ValueError(f"{text!r} is not a duration such as 30m, 12h, 1d or 1w")
-    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-
-
 _PRESETS = {"@once", "@hourly", "@daily", "@weekly", "@monthly", "@yearly"}
 
 
@@ -122,18 +109,14 @@ class ValidationSpec(_Model):
     suite: str
 
 
-class TrainingSpec(_Model):
+class TrainingSpec(StageBackends):
     """``training:``: the estimator, its parameters, the holdout split and where it trains."""
 
-    backend: Literal["local", "kubernetes", "sagemaker", "vertex"] = "local"
     estimator: str
     params: dict[str, Any] = Field(default_factory=dict)
     holdout_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
     seed: int = 42
     reference_rows: Annotated[int, Field(gt=0)] = 5000
-    kubernetes: dict[str, Any] | None = None
-    sagemaker: dict[str, Any] | None = None
-    vertex: dict[str, Any] | None = None
 
     @field_validator("estimator")
     @classmethod
@@ -144,11 +127,8 @@ class TrainingSpec(_Model):
 
     @model_validator(mode="after")
     def _backend_config(self) -> TrainingSpec:
-        if self.backend != "local" and getattr(self, self.backend) is None:
+        if self.backend != "local" and self.backend_section() is None:
             raise ValueError(f"backend {self.backend!r} needs a '{self.backend}:' section")
-        if self.backend != "local":
-            # Refuse rather than silently train in the worker: the remote backends come in a later release.
-            raise ValueError(f"backend {self.backend!r} is not available yet in this version; use 'local'")
         return self
 
 
@@ -227,8 +207,11 @@ class RegistrySpec(_Model):
     approval: Literal["auto", "manual"] = "auto"
 
 
-class InferenceSpec(_Model):
-    """``inference:``: when batch scoring runs, what it reads and where predictions go."""
+class InferenceSpec(StageBackends):
+    """``inference:``: when batch scoring runs, what it reads, where predictions go and where it runs.
+
+    A remote ``backend`` without its own section uses the ``training:`` section of that backend.
+    """
 
     schedule: str | None = "@daily"
     input: str
@@ -345,6 +328,44 @@ class PipelineSpec(_Model):
                 "monitoring.labels needs data.id_column: late labels are matched to predictions by id"
             )
         return self
+
+    @model_validator(mode="after")
+    def _remote_backends(self) -> PipelineSpec:
+        if self.inference.backend != "local" and self.backend_of("inference")[1] is None:
+            name = self.inference.backend
+            raise ValueError(
+                f"inference.backend {name!r} needs an 'inference.{name}:' or a 'training.{name}:' section"
+            )
+        for stage, kinds in (("training", ("datasets",)), ("inference", ("scoring", "predictions"))):
+            backend, section = self.backend_of(stage)
+            if section is not None:
+                for kind in kinds:
+                    self._check_reachable(stage, backend, section, kind)
+        return self
+
+    def _check_reachable(self, stage: str, backend: str, section: BackendSection, kind: str) -> None:
+        """A remote job reads and writes through the object store, or a volume mounted at the same path."""
+        uri = self.uri(kind)
+        if uri.startswith(OBJECT_STORES[backend]):
+            return
+        volume = getattr(section, "data_volume", None)
+        if volume is not None and (
+            uri == volume.mount_path or uri.startswith(volume.mount_path.rstrip("/") + "/")
+        ):
+            return
+        stores = " or ".join(OBJECT_STORES[backend])
+        fix = f"use {stores} (set MLOPS_DATA_ROOT or the {kind} location)"
+        if backend == "kubernetes":
+            fix += " or mount it with kubernetes.data_volume"
+        raise ValueError(f"{stage}.backend {backend!r} cannot reach the {kind} location {uri}: {fix}")
+
+    def backend_of(self, stage: Literal["training", "inference"] | str) -> tuple[str, BackendSection | None]:
+        """``(backend, section)`` of a heavy stage; inference falls back to training's section."""
+        part: StageBackends = self.training if stage == "training" else self.inference
+        section = part.backend_section()
+        if section is None and stage == "inference" and part.backend != "local":
+            section = getattr(self.training, part.backend)
+        return part.backend, section
 
     # Derived names and locations ------------------------------------------------------------
     @property

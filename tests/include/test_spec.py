@@ -114,7 +114,7 @@ def test_uris_expand_data_root(state):
                     "kubernetes": {"image": "x"},
                 }
             },
-            "backend 'kubernetes' is not available yet",
+            "training.kubernetes.image: 'x' is not a registry-qualified image reference",
         ),
     ],
 )
