@@ -218,6 +218,7 @@ class InferenceSpec(StageBackends):
     output: str
     format: Literal["csv", "parquet"] = "parquet"
     chunk_rows: Annotated[int, Field(gt=0)] = 100_000
+    parallelism: Annotated[int, Field(ge=1, le=256)] = 4  # partitions (pods, jobs) scoring at once
 
     @field_validator("schedule")
     @classmethod

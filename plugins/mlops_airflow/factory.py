@@ -33,6 +33,7 @@ from mlops_airflow.operators.monitoring import (
     ResolveChampionOperator,
     ScorePartitionOperator,
 )
+from mlops_airflow.operators.remote import remote_operator
 
 START = datetime(2026, 1, 1)
 GATE_TAGS = GATE_DECISION.rpartition(".")[0] + ".*"  # "mlops.gate.*", named in the approval's body
@@ -143,7 +144,13 @@ def train_dag(spec: PipelineSpec, assets: PipelineAssets, common: DagArgs) -> DA
         max_active_runs=1,
         **common,
     ) as dag:
-        TrainModelOperator(task_id="train", outlets=[assets.candidate], pipeline=spec.name)
+        backend, _ = spec.backend_of("training")
+        if backend == "local":
+            TrainModelOperator(task_id="train", outlets=[assets.candidate], pipeline=spec.name)
+        else:  # a pod, a SageMaker training job or a Vertex custom job runs the same entry point
+            remote_operator(backend)(
+                task_id="train", stage="train", outlets=[assets.candidate], pipeline=spec.name
+            )
     return dag
 
 
@@ -242,11 +249,18 @@ def inference_dag(spec: PipelineSpec, assets: PipelineAssets, common: DagArgs) -
             task_id="partitions", rescore="{{ params.rescore }}", pipeline=spec.name
         )
         resolve = ResolveChampionOperator(task_id="resolve", pipeline=spec.name)
-        score = ScorePartitionOperator.partial(
+        backend, _ = spec.backend_of("inference")
+        scorer: Any = ScorePartitionOperator
+        remote: dict[str, Any] = {}
+        if backend != "local":  # each partition its own pod / processing job / custom job
+            scorer, remote = remote_operator(backend), {"stage": "score-partition"}
+        score = scorer.partial(
             task_id="score",
             champion=resolve.output,
             map_index_template="{{ task.partition.rstrip('/').rsplit('/', 1)[-1] }}",
+            max_active_tis_per_dag=spec.inference.parallelism,
             pipeline=spec.name,
+            **remote,
         ).expand(partition=partitions.output)
         partitions >> resolve  # nothing to score: no MLflow call
         CollectPredictionsOperator(

@@ -54,3 +54,22 @@ class MlflowHook(BaseHook):
         scheme = conn.schema or "http"
         port = f":{conn.port}" if conn.port else ""
         return f"{scheme}://{conn.host}{port}"
+
+    def job_credentials(self) -> dict[str, str]:
+        """``MLFLOW_TRACKING_USERNAME``/``PASSWORD`` (or ``TOKEN``) for a remote job, from the connection.
+
+        Empty when the connection has no login: the job then reaches MLflow the way the platform
+        lets it (network policy, IAM proxy). A missing default connection means no credentials.
+        """
+        try:
+            conn = self.get_connection(self.mlflow_conn_id)
+        except AirflowNotFoundException:
+            return {}
+        env = {}
+        if conn.login:
+            env["MLFLOW_TRACKING_USERNAME"] = conn.login
+            if conn.password:
+                env["MLFLOW_TRACKING_PASSWORD"] = conn.password
+        elif conn.password:
+            env["MLFLOW_TRACKING_TOKEN"] = conn.password
+        return env

@@ -36,16 +36,22 @@ class TrainModelOperator(PipelineOperator):
         from include.mlops.model.training import train
 
         result = train(self.spec, lineage=self.lineage(context), tracking_uri=self.tracking_uri).to_dict()
-        remember(
-            self,
-            tracking_uri=self.tracking_uri,
-            model=self.spec.model_name,
-            version=result["version"],
-            run_id=result["run_id"],
-            experiment_id=result["experiment_id"],
-        )
-        _emit(self, context, {"version": result["version"], "run_id": result["run_id"]})
-        return result
+        return announce_trained(self, context, result)
+
+
+def announce_trained(operator: PipelineOperator, context: Context, result: dict[str, Any]) -> dict[str, Any]:
+    """Link the training run and version, and put the candidate on the outlets' Asset events
+    (shared by the local and the remote train operators)."""
+    remember(
+        operator,
+        tracking_uri=operator.tracking_uri,
+        model=operator.spec.model_name,
+        version=result["version"],
+        run_id=result["run_id"],
+        experiment_id=result["experiment_id"],
+    )
+    _emit(operator, context, {"version": result["version"], "run_id": result["run_id"]})
+    return result
 
 
 class EvaluateModelOperator(PipelineOperator):
