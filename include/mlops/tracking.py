@@ -48,7 +48,8 @@ def client(tracking_uri: str | None = None) -> MlflowClient:
     """Point MLflow (fluent API and client) at the tracking URI and return a client.
 
     Also turns MLflow's artifact progress bars off (they are noise in task logs), unless the
-    environment already says otherwise.
+    environment already says otherwise. A SQL store is opened here (MLflow connects at once), so a
+    database that cannot be reached raises ``ServiceUnavailable`` already (see ``service_errors``).
     """
     import mlflow
 
@@ -58,7 +59,8 @@ def client(tracking_uri: str | None = None) -> MlflowClient:
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    with service_errors(uri):
+        return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def ensure_experiment(name: str) -> str:
@@ -137,9 +139,47 @@ NETWORK_ERRNOS = frozenset(
     }
 )
 SQLITE_BUSY, SQLITE_LOCKED = 5, 6
-# Postgres SQLSTATE classes of a connection lost, a serialization failure or deadlock, insufficient
-# resources and an operator intervention (server shutting down): the same statement may pass later.
-POSTGRES_TRANSIENT_CLASSES = ("08", "40", "53", "57")
+# Postgres SQLSTATEs worth retrying; every other one (a wrong password 28P01/28000, a missing
+# database 3D000, a cancelled statement 57014, a full disk 53100, ...) fails the same way again.
+POSTGRES_DRIVERS = (("psycopg2", "Error"), ("psycopg", "Error"))  # their errors' base classes
+POSTGRES_UNREACHABLE_CLASSES = ("08",)  # connection exception: not established, lost, refused
+POSTGRES_UNREACHABLE_CODES = frozenset(
+    {
+        "57P01",  # admin_shutdown: the server is shutting down
+        "57P02",  # crash_shutdown
+        "57P03",  # cannot_connect_now: the server is starting up or in recovery
+        "57P05",  # idle_session_timeout: the session was closed, a new one is fine
+        "53300",  # too_many_connections
+    }
+)
+POSTGRES_BUSY_CODES = frozenset({"40001", "40P01", "55P03"})  # serialization, deadlock, lock not available
+# A connection that libpq could not open has no SQLSTATE (neither psycopg2 nor psycopg 3 gives the
+# server's code for a FATAL at connect), so libpq's own words are all there is. Read only for a
+# psycopg OperationalError without a SQLSTATE; a refusal wins over an outage in the same message (a
+# multi-host URI lists every host's failure), and anything else (a localised message too) is for good.
+POSTGRES_REFUSALS = (
+    "authentication failed",  # password, ident, peer, SCRAM: 28P01 / 28000 on the server
+    "no pg_hba.conf entry",
+    "no password supplied",
+    "does not exist",  # role or database (28000 / 3D000)
+)
+POSTGRES_UNREACHABLE_WORDS = (
+    "could not connect",  # libpq < 14
+    "connection refused",
+    "server closed the connection",
+    "timeout expired",
+    "connection timed out",
+    "no route to host",
+    "network is unreachable",
+    "could not receive data from server",
+    "could not send data to server",
+    "temporary failure in name resolution",
+    "the database system is starting up",  # 57P03, sent as a FATAL at connect
+    "the database system is shutting down",  # 57P01
+    "the database system is in recovery mode",
+    "too many clients already",  # 53300
+    "terminating connection due to administrator command",
+)
 
 
 def transient_kind(exc: BaseException) -> Transient | None:
@@ -147,8 +187,12 @@ def transient_kind(exc: BaseException) -> Transient | None:
 
     Decided by the exception's type, an MLflow error code and the exceptions it wraps (MLflow's REST
     client raises ``MlflowException`` while handling the ``requests`` error, so the cause is in
-    ``__context__``); the message text is never read, except SQLite's own "locked" message when the
-    driver lacks error codes.
+    ``__context__``). A database error counts only when the driver's error really is a connection or
+    lock problem: SQLite busy/locked, a Postgres SQLSTATE of a lost connection, a server going down or
+    a lock (``POSTGRES_*_CODES``), or a connection SQLAlchemy's dialect saw drop; any other database
+    error (a wrong password, a MySQL or unknown driver's error) fails for good. The message text is
+    never read, except SQLite's own "locked" message when the driver lacks error codes and libpq's
+    words for a connection it could not open, which carry no SQLSTATE (``POSTGRES_UNREACHABLE_WORDS``).
     """
     verdict = _verdict(exc, depth=0)
     return None if verdict in (None, _DETERMINISTIC) else verdict  # type: ignore[return-value]
@@ -177,7 +221,9 @@ def _verdict(exc: BaseException | None, *, depth: int) -> _Verdict:
     if isinstance(exc, sqlite3.Error):
         return _sqlite_verdict(exc)
     if _isinstance(exc, ("sqlalchemy.exc", "DBAPIError")):
-        return _driver_verdict(exc) if _isinstance(exc, ("sqlalchemy.exc", "OperationalError")) else None
+        return _driver_verdict(exc)
+    if _isinstance(exc, *POSTGRES_DRIVERS):
+        return _postgres_verdict(exc)
     own = _network_verdict(exc)
     return own if own is not None else _verdict(exc.__cause__, depth=depth + 1)
 
@@ -207,14 +253,40 @@ def _sqlite_verdict(exc: sqlite3.Error) -> _Verdict:
 
 
 def _driver_verdict(exc: BaseException) -> _Verdict:
-    """SQLAlchemy's OperationalError by the driver's error it wraps (``orig``)."""
+    """SQLAlchemy's error by the driver's error it wraps (``orig``).
+
+    An ``OperationalError`` gets a verdict either way (MLflow wraps it as TEMPORARILY_UNAVAILABLE,
+    which must not decide); another ``DBAPIError`` (an integrity error, ...) is left to MLflow's code
+    unless SQLAlchemy saw the connection drop (``connection_invalidated``: the dialect's own test).
+    """
     orig = getattr(exc, "orig", None)
+    if not _isinstance(exc, ("sqlalchemy.exc", "OperationalError")):
+        return "unreachable" if getattr(exc, "connection_invalidated", False) else None
     if isinstance(orig, sqlite3.Error):
         return _sqlite_verdict(orig)
-    pgcode = getattr(orig, "pgcode", None) or getattr(orig, "sqlstate", None)
-    if pgcode is None or str(pgcode).startswith(POSTGRES_TRANSIENT_CLASSES):
-        return "unreachable"  # no SQLSTATE at all: the connection itself failed
-    return _DETERMINISTIC
+    verdict = _postgres_verdict(orig) if orig is not None and _isinstance(orig, *POSTGRES_DRIVERS) else None
+    if verdict in (None, _DETERMINISTIC) and getattr(exc, "connection_invalidated", False):
+        return "unreachable"
+    return verdict or _DETERMINISTIC  # MySQL, an unknown driver: no way to tell, so no endless retry
+
+
+def _postgres_verdict(err: BaseException) -> _Verdict:
+    """A psycopg2 / psycopg 3 error by its SQLSTATE, else (a connection never opened) by libpq's words."""
+    code = getattr(err, "pgcode", None) or getattr(err, "sqlstate", None)
+    if code:
+        code = str(code)
+        if code in POSTGRES_BUSY_CODES:
+            return "busy"
+        unreachable = code.startswith(POSTGRES_UNREACHABLE_CLASSES) or code in POSTGRES_UNREACHABLE_CODES
+        return "unreachable" if unreachable else _DETERMINISTIC
+    if _isinstance(err, ("psycopg.errors", "ConnectionTimeout")):
+        return "unreachable"
+    if not _isinstance(err, ("psycopg2", "OperationalError"), ("psycopg", "OperationalError")):
+        return _DETERMINISTIC
+    text = str(err).lower()
+    if any(words in text for words in POSTGRES_REFUSALS):
+        return _DETERMINISTIC
+    return "unreachable" if any(words in text for words in POSTGRES_UNREACHABLE_WORDS) else _DETERMINISTIC
 
 
 def _network_verdict(exc: BaseException) -> _Verdict:

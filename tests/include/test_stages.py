@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import errno
+import io
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from include.mlops.errors import DataError, ServiceUnavailable, StageFailed
@@ -59,3 +63,113 @@ def test_library_of_looks_at_the_raising_frame():
         raise ValueError("ours")
     except ValueError as exc:
         assert library_of(exc) is None
+
+
+# A wrong path is deterministic -------------------------------------------------------------------
+
+
+def test_a_missing_file_read_by_pyarrow_is_a_deterministic_failure_naming_the_path(tmp_path):
+    missing = tmp_path / "landing" / "batch-7.parquet"
+    with pytest.raises(StageFailed) as err, stage("score", "churn"):
+        pq.read_table(missing)  # pyarrow: the path is in the message only (no filename)
+    message = str(err.value)
+    assert err.value.deterministic and err.value.stage == "score"
+    assert message.startswith("pipeline churn: score stage failed: no such file or folder: ")
+    assert str(missing) in message and "\n" not in message
+    assert isinstance(err.value.__cause__, FileNotFoundError)
+
+
+def test_a_missing_file_read_by_pandas_names_the_path(tmp_path):
+    missing = tmp_path / "nope.csv"
+    with (
+        pytest.raises(StageFailed, match=f"no such file or folder: {missing}; check the path"),
+        stage("ingest", "p"),
+    ):
+        pd.read_csv(missing)
+
+
+def test_a_folder_where_a_file_was_expected_and_the_reverse_are_deterministic(tmp_path):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("x")
+    with (
+        pytest.raises(StageFailed, match=r"a folder where a file was expected: .*folder") as err,
+        stage("ingest", "p"),
+    ):
+        pd.read_csv(tmp_path / "folder")
+    assert isinstance(err.value.__cause__, IsADirectoryError)
+    with (
+        pytest.raises(StageFailed, match=r"a file where a folder was expected: .*file/x\.parquet") as err,
+        stage("score", "p"),
+    ):
+        pq.write_table(pa.table({"a": [1]}), tmp_path / "file" / "x.parquet")
+    assert isinstance(err.value.__cause__, NotADirectoryError)
+
+
+def test_other_os_errors_still_pass_unchanged(tmp_path):
+    with pytest.raises(PermissionError), stage("ingest", "p"):
+        raise PermissionError(13, "Permission denied", str(tmp_path))
+
+
+# Library errors found through the exception chain -------------------------------------------------
+
+
+def singular() -> np.ndarray:
+    return np.zeros((2, 2))
+
+
+def test_an_error_raised_from_a_library_error_is_the_librarys():
+    """Our ``raise ... from`` a numpy error: the cause says which library refused the data."""
+    with (
+        pytest.raises(StageFailed, match="train stage failed in numpy: ValueError: the features") as err,
+        stage("train", "p"),
+    ):
+        try:
+            np.linalg.inv(singular())
+        except np.linalg.LinAlgError as exc:
+            raise ValueError("the features are collinear") from exc
+    assert err.value.library == "numpy"
+
+
+def test_a_c_level_error_raised_while_handling_a_library_error_is_the_librarys():
+    """numpy's C code raises a built-in ValueError on our line (no frame of numpy) while a numpy
+    error is being handled: found through ``__context__``."""
+    with (
+        pytest.raises(StageFailed, match="failed in numpy: ValueError: could not convert"),
+        stage("train", "p"),
+    ):
+        try:
+            np.linalg.inv(singular())
+        except np.linalg.LinAlgError:
+            np.array(["a", "b"]).astype(float)
+
+
+def test_a_ufunc_error_raised_on_our_line_is_recognised_by_its_class():
+    with pytest.raises(StageFailed, match="failed in numpy: UFuncTypeError"), stage("score", "p"):
+        np.add(np.array(["a"]), np.array([1]))
+
+
+def test_the_chain_is_not_followed_from_a_third_party_error_or_a_suppressed_context():
+    class StoreThrottled(Exception):
+        """A service's error (not a library's) raised while handling a library error."""
+
+    with pytest.raises(StoreThrottled), stage("ingest", "p"):
+        try:
+            pd.read_csv(io.StringIO('a,b\n1,"2'))
+        except pd.errors.ParserError:
+            raise StoreThrottled("SlowDown") from None
+    with pytest.raises(StoreThrottled), stage("ingest", "p"):
+        try:
+            pd.read_csv(io.StringIO('a,b\n1,"2'))
+        except pd.errors.ParserError:
+            raise StoreThrottled("SlowDown")  # noqa: B904 - the implicit context is the point
+    with pytest.raises(KeyError), stage("ingest", "p"):
+        try:
+            np.linalg.inv(singular())
+        except np.linalg.LinAlgError:
+            raise KeyError("ours") from None  # said to be unrelated: not followed
+
+
+def test_a_c_level_error_with_nothing_chained_passes_unchanged():
+    """The documented limit: C code raising a built-in error on our line leaves no trace of numpy."""
+    with pytest.raises(ValueError, match="could not be broadcast"), stage("score", "p"):
+        np.ones(2) + np.ones(3)

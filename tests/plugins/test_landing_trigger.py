@@ -632,3 +632,102 @@ def test_the_ingest_tasks_claim_record_outcomes_and_release_unfinished_files(sta
     assert DiscoverLandedFilesOperator(task_id="discover", pipeline="churn").execute(
         {"run_id": "manual__3"}
     ) == [uris[2]]
+
+
+def levels_and_events(logs: list[dict]) -> list[tuple[str, str]]:
+    return [
+        (entry["log_level"], entry["event"]) for entry in logs if entry["log_level"] in ("warning", "error")
+    ]
+
+
+def failed_listings(trigger: LandingFileTrigger) -> list[int]:
+    """A one-item list counting the listings of ``trigger`` that raised, kept up to date."""
+    failures, listing = [0], trigger.ready_files
+
+    async def counted():
+        try:
+            return await listing()
+        except Exception:
+            failures[0] += 1
+            raise
+
+    trigger.ready_files = counted  # type: ignore[method-assign]
+    return failures
+
+
+async def watch_until(driver: Driver, done: Callable[[], bool]) -> None:
+    """Keep the watcher's stream running until ``done()``; it must not fire or end meanwhile."""
+    future = driver._next()
+    while not done():
+        assert not future.done(), "the watcher fired or ended"
+        await asyncio.sleep(0.002)
+
+
+def test_a_watcher_that_keeps_failing_logs_an_error_saying_what_to_fix_and_keeps_polling(state, tmp_path):
+    """A landing "folder" that is a file fails every listing for good: after 5 failures in a row an
+    error says why and what to check; a listing that works resets the count."""
+    import structlog
+
+    path = tmp_path / "landing"
+    path.write_text("a file where the landing folder should be")
+    trigger = make_trigger(Zone(f"file://{path}", None, None, None))  # type: ignore[arg-type]
+    trigger.poll_interval = 0.001
+    driver = Driver(trigger, Clock())
+    failures = failed_listings(trigger)
+
+    async def scenario() -> list[dict]:
+        with structlog.testing.capture_logs() as logs:
+            try:
+                await watch_until(driver, lambda: failures[0] >= 11)
+                path.unlink()
+                path.mkdir()  # fixed: the next listing works and resets the count
+                await watch_until(driver, lambda: driver.polls >= 1)
+                path.rmdir()
+                path.write_text("broken again")
+                failures[0] = 0
+                await watch_until(driver, lambda: failures[0] >= 5)
+            finally:
+                await driver.close()
+        return logs
+
+    logs = run(asyncio.wait_for(scenario(), timeout=60))
+    assert any(e["log_level"] == "error" for e in logs), "failed listings in a row logged no error"
+    fixed = next(i for i, e in enumerate(logs) if e["log_level"] == "info" and "lists again" in e["event"])
+    before, after = levels_and_events(logs[:fixed]), levels_and_events(logs[fixed:])
+    five = ["warning"] * 4 + ["error"]  # an error at every 5th failure in a row
+    assert [level for level, _ in before][:11] == five + five + ["warning"]
+    assert [level for level, _ in after][:5] == five, "the listing that worked did not reset the count"
+    error = before[4][1]
+    assert error.startswith(f"The landing zone of pipeline p (file://{path}) failed 5 listings in a row: ")
+    assert "NotADirectoryError" in error and "Check that the folder exists" in error
+    assert "keeps polling" in error and "\n" not in error
+
+
+@pytest.mark.parametrize(
+    "conn_id, reason",
+    [(S3_CONN, "NoSuchBucket"), ("landing_undefined_conn", None)],  # None: boto's fallback decides
+    ids=["missing-bucket", "unknown-connection"],
+)
+def test_a_watcher_names_the_s3_misconfiguration_and_the_connection_to_check(state, stores, conn_id, reason):
+    """A missing bucket or a connection that is not defined: the error names the connection to check."""
+    import structlog
+
+    landing_uri = f"s3://no-such-bucket-{uuid.uuid4().hex[:6]}/landing"
+    trigger = make_trigger(Zone(landing_uri, conn_id, None, None))  # type: ignore[arg-type]
+    driver = Driver(trigger, Clock())
+    failures = failed_listings(trigger)
+
+    async def scenario() -> list[dict]:
+        with structlog.testing.capture_logs() as logs:
+            try:
+                await watch_until(driver, lambda: failures[0] >= 5)
+            finally:
+                await driver.close()
+        return logs
+
+    logs = run(asyncio.wait_for(scenario(), timeout=60))
+    error = next((event for level, event in levels_and_events(logs) if level == "error"), None)
+    assert error is not None, "5 failed listings in a row logged no error"
+    assert error.startswith(f"The landing zone of pipeline p ({landing_uri}) failed 5 listings in a row: ")
+    assert reason is None or reason in error, error
+    assert f"connection {conn_id!r} is defined" in error and f"AIRFLOW_CONN_{conn_id.upper()}" in error

@@ -2,23 +2,46 @@
 
 Commit order: the old ``_SUCCESS`` is removed first (the old output is stale from then on), the
 predictions are written under a hidden temporary name and renamed onto ``predictions.parquet``,
-then the new ``_SUCCESS`` manifest is written. Leftovers of a killed attempt are removed by the
-next one, so a retry replaces exactly its partition's output.
+then the new ``_SUCCESS`` manifest is written.
+
+Leftovers. Each attempt writes its own ``._tmp-<uuid>-predictions.parquet`` (``storage.atomic_path``
+draws the token), so every temporary file belongs to exactly one attempt. ``begin()`` removes another
+attempt's temporary file only once its owner is gone, so that an attempt the scheduler thinks dead
+but that still writes (a zombie) and its retry never delete each other's live file:
+
+- on a local or mounted file system the writing attempt holds an exclusive ``flock`` on its file
+  from creation until after the rename; the kernel drops it when the process ends, even by
+  ``SIGKILL``. A file whose lock can be taken has no live owner and is removed at once; a locked one
+  is kept. (Where the file system has no locks, the age rule below applies.)
+- on an object store (``s3://``, ``gs://``) a temporary object appears only when its upload is
+  complete, just before the rename. It is removed once its last modification is more than
+  ``LEFTOVER_GRACE`` seconds old; a younger one may still be renamed by its owner and is kept.
+
+A kept leftover is hidden and never read; a later attempt on the partition removes it.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import posixpath
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import TracebackType
 from typing import Any
 
 from include.mlops import storage
-from include.mlops.errors import DataError
+from include.mlops.errors import DataError, ServiceUnavailable
 from include.mlops.scoring.partitions import PREDICTIONS_FILE
 
 log = logging.getLogger(__name__)
+
+# Seconds after its last modification when an object store's temporary object counts as abandoned.
+LEFTOVER_GRACE = 15 * 60
+# flock's answers that mean "this file system has no locks" rather than "someone holds it".
+NO_LOCKS = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ENOSYS})
 
 
 def constant(value: str, rows: int) -> Any:
@@ -39,15 +62,102 @@ def dictionary_columns(schema: Any, id_name: str) -> list[str]:
     ]
 
 
-def remove_leftovers(folder: str) -> None:
-    """Temporary files of an attempt that was killed before it could clean up after itself."""
+def remove_leftovers(folder: str, *, grace: float = LEFTOVER_GRACE) -> None:
+    """Remove the temporary files in ``folder`` whose attempt is gone (the module's docstring says how
+    that is told); keep the others."""
     fs, path = storage.fs_for(folder)
     if not fs.exists(path):
         return
+    local = _is_local(fs)
     for entry in fs.ls(path, detail=False):
-        if posixpath.basename(entry).startswith(storage.TEMP_PREFIX):
-            log.info("Removing %s, left by an attempt that did not finish", posixpath.basename(entry))
-            fs.rm(entry)
+        name = posixpath.basename(entry)
+        if not name.startswith(storage.TEMP_PREFIX):
+            continue
+        alive = _local_owner(entry) if local else None
+        if alive is None:
+            alive = _recent(fs, entry, grace)
+        if alive:
+            log.info("Keeping %s: another attempt may still be writing it", name)
+        else:
+            log.info("Removed %s, left by an attempt that did not finish", name)
+
+
+def _is_local(fs: Any) -> bool:
+    protocol = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return "file" in protocol
+
+
+def _local_owner(path: str) -> bool | None:
+    """True if a live attempt holds ``path``'s lock; False if nobody did (the file is removed, under
+    the lock); None if the file system has no locks."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return False  # removed meanwhile (its owner renamed it)
+    except OSError:
+        return None  # cannot be opened for locking (permissions): judged by its age
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        return None if exc.errno in NO_LOCKS else True
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    finally:
+        os.close(fd)
+    return False
+
+
+def _recent(fs: Any, path: str, grace: float) -> bool:
+    """True if ``path`` was modified within ``grace`` seconds (or when is unknown); else remove it."""
+    try:
+        modified = fs.modified(path)
+    except NotImplementedError:
+        return True  # a file system that cannot tell: kept (hidden, never read)
+    except FileNotFoundError:
+        return False  # renamed by its owner meanwhile: nothing to remove
+    if time.time() - modified.timestamp() <= grace:  # aware datetimes (naive ones: local time)
+        return True
+    fs.rm(path)
+    return False
+
+
+class _Lease:
+    """The writing attempt's ``flock`` on its local temporary file, held until after the rename."""
+
+    def __init__(self) -> None:
+        self.fd: int | None = None
+
+    def hold(self, path: str) -> None:
+        """Create ``path`` and lock it before anything is written to it."""
+        import fcntl
+
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX)  # waits only for a begin() removing it right now
+        except OSError as exc:
+            if exc.errno in NO_LOCKS:
+                return  # no locks here: leftovers are judged by their age
+            raise
+        if os.fstat(self.fd).st_nlink == 0:
+            raise ServiceUnavailable(
+                f"{path}: another attempt removed this attempt's temporary file as it was created; "
+                "the partition will be retried"
+            )
+
+    def __enter__(self) -> _Lease:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # releases the lock
+            self.fd = None
 
 
 class PartitionWriter:
@@ -67,16 +177,23 @@ class PartitionWriter:
         self._local: str | None = None
 
     def begin(self) -> None:
-        """Invalidate the old output, then clear what a killed attempt left behind."""
+        """Invalidate the old output, then clear what an attempt that is gone left behind (never a
+        file another attempt is still writing: see the module's docstring)."""
         storage.remove_tree(storage.join(self.folder, storage.SUCCESS))  # stale from now on
         remove_leftovers(self.folder)
 
     @contextmanager
     def open(self, label: str) -> Iterator[PartitionWriter]:
-        """A hidden temporary file, renamed onto the target only when the block ends without error."""
-        with storage.atomic_path(self.target) as tmp:
+        """A hidden temporary file, renamed onto the target only when the block ends without error.
+
+        On a local file system the file is created and locked first; the lock is released after the
+        rename (``lease`` is left last), so no other attempt's ``begin()`` removes it meanwhile.
+        """
+        with _Lease() as lease, storage.atomic_path(self.target) as tmp:
             self._local = storage.local_path(tmp)
             fs, tmp_path = storage.fs_for(tmp)
+            if _is_local(fs):
+                lease.hold(tmp_path)
             self._sink = None if self._local is not None else fs.open(tmp_path, "wb")
             try:
                 yield self
@@ -111,8 +228,13 @@ class PartitionWriter:
         storage.mark_success(self.folder, manifest)
 
     def _close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        if self._sink is not None:
-            self._sink.close()
-        self._writer = self._sink = None
+        """Finish the Parquet file and close the sink; the writer is reset and the sink closed even
+        when finishing fails (the error still propagates, and the temporary file is discarded)."""
+        writer, sink = self._writer, self._sink
+        self._writer = self._sink = self._local = None
+        try:
+            if writer is not None:
+                writer.close()
+        finally:
+            if sink is not None:
+                sink.close()

@@ -12,6 +12,12 @@ seconds after it is first seen. It is used two ways:
   it stays pending, unless ``reannounce_after`` seconds pass without any run claiming it;
 - by ``LandingFileSensor`` (``watch=False``): it fires once, with every ready file, and ends.
 
+A watcher never dies on a listing error: a store outage or a connection being fixed must not end
+the AssetWatcher. Each failed listing is a warning; after ``FAILURES_BEFORE_ERROR`` failures in a
+row (and every as many after that) it is an error naming the reason and what to check (the bucket
+or folder, the connection's credentials, the connection being defined), since a misconfiguration
+fails on every poll for good. A successful listing resets the count.
+
 Listing goes through ``mlops_airflow.hooks.landing`` (the providers' hooks, imported inside its
 functions), so this module stays cheap: the triggerer imports it by classpath and DAG parsing
 imports it for the watcher, and neither loads boto3 or google.cloud here.
@@ -30,13 +36,15 @@ from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
 from include.mlops.data import landing
 from include.mlops.data.landing import LandedFile
-from mlops_airflow.hooks.landing import list_landing
+from include.mlops.errors import one_line
+from mlops_airflow.hooks.landing import default_conn_id, list_landing
 
 if TYPE_CHECKING:
     from include.mlops.data.ledger import Ledger
     from include.mlops.spec import PipelineSpec
 
 MAX_FILES_PER_EVENT = 100  # an Asset event carries the payload in its extra: keep it small
+FAILURES_BEFORE_ERROR = 5  # failed listings in a row before a watcher logs an error (and every 5 after)
 
 
 class LandingFileTrigger(BaseEventTrigger):
@@ -78,6 +86,7 @@ class LandingFileTrigger(BaseEventTrigger):
         self._clock: Callable[[], float] = time.time  # tests replace it
         self._first_seen: dict[tuple[str, str], float] = {}  # (uri, token) -> first listed at
         self._settling = 0  # files listed last time that are not complete yet
+        self._failures = 0  # listings failed in a row
 
     @classmethod
     def for_spec(
@@ -178,15 +187,12 @@ class LandingFileTrigger(BaseEventTrigger):
                     yield TriggerEvent({"status": "error", "pipeline": self.pipeline, "message": str(exc)})
                     return
                 # A watcher must outlive a store outage or a connection being fixed: log and keep polling.
-                self.log.warning(
-                    "Cannot list the landing zone of pipeline %s (%s): %s; retrying in %ss",
-                    self.pipeline,
-                    self.landing,
-                    exc,
-                    self.poll_interval,
-                )
+                self._listing_failed(exc)
                 await asyncio.sleep(self.poll_interval)
                 continue
+            if self._failures >= FAILURES_BEFORE_ERROR:
+                self.log.info("The landing zone of pipeline %s lists again", self.pipeline)
+            self._failures = 0
             now = self._clock()
             # Forget files that are gone. While a run holds a file (or it is done), restart its clock:
             # if the run releases it (a failure other than validation), it is announced again only
@@ -207,6 +213,42 @@ class LandingFileTrigger(BaseEventTrigger):
                 if not self.watch:
                     return
             await asyncio.sleep(self.next_poll_in())
+
+    def _listing_failed(self, exc: Exception) -> None:
+        """A warning per failed listing; an error with what to fix once they keep failing."""
+        self._failures += 1
+        reason = one_line(f"{type(exc).__name__}: {exc}", 300)
+        if self._failures % FAILURES_BEFORE_ERROR:
+            self.log.warning(
+                "Cannot list the landing zone of pipeline %s (%s): %s; retrying in %ss",
+                self.pipeline,
+                self.landing,
+                reason,
+                self.poll_interval,
+            )
+            return
+        self.log.error(
+            "The landing zone of pipeline %s (%s) failed %d listings in a row: %s. %s; "
+            "the watcher keeps polling every %ss and no file is ingested until this is fixed",
+            self.pipeline,
+            self.landing,
+            self._failures,
+            reason,
+            self._what_to_check(),
+            self.poll_interval,
+        )
+
+    def _what_to_check(self) -> str:
+        """What a person should look at for this landing zone's listings to succeed."""
+        scheme = self.landing.partition("://")[0]
+        if scheme == "file":
+            return "Check that the folder exists and that the triggerer can read it"
+        conn_id = default_conn_id(self.landing, self.conn_id)
+        return (
+            f"Check that the bucket and prefix exist and that connection {conn_id!r} is defined "
+            f"(Admin > Connections, or AIRFLOW_CONN_{str(conn_id).upper()}) with credentials "
+            "allowed to list them"
+        )
 
     def next_poll_in(self) -> float:
         """``poll_interval``, or less while files are settling: their second look is due sooner."""
