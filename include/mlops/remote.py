@@ -121,10 +121,18 @@ def record(
 
 
 def write_record(uri: str, payload: dict[str, Any]) -> None:
-    """Write the record atomically (a reader sees the whole record or none)."""
+    """Write the record atomically (a reader sees the whole record or none).
+
+    A local file is written under a temporary name and renamed; an object store's single PUT is
+    already all-or-nothing, so the record is one request there (no copy and delete).
+    """
     from include.mlops import storage
 
-    storage.write_json(uri, payload)
+    if "://" not in uri or uri.startswith("file://"):
+        storage.write_json(uri, payload)
+        return
+    fs, path = storage.fs_for(uri)
+    fs.pipe_file(path, json.dumps(payload, indent=2, sort_keys=True, default=str).encode())
 
 
 def read_record(uri: str) -> dict[str, Any] | None:

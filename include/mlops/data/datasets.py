@@ -24,7 +24,10 @@ def load_training_frame(spec: PipelineSpec) -> tuple[pd.DataFrame, list[dict]]:
     manifests = published_datasets(spec)
     if not manifests:
         raise DataError(f"pipeline {spec.name}: no validated dataset has been published yet")
-    frames = [pd.read_parquet(storage.join(m["uri"], "data.parquet")) for m in manifests]
+    frames = []
+    for manifest in manifests:  # through fsspec, not pyarrow's own s3/gcs client
+        with storage.open_binary(storage.join(manifest["uri"], "data.parquet")) as handle:
+            frames.append(pd.read_parquet(handle))
     frame = pd.concat(frames, ignore_index=True)
     if spec.data.id_column:
         frame = frame.drop_duplicates(subset=[spec.data.id_column], keep="last", ignore_index=True)

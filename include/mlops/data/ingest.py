@@ -181,7 +181,9 @@ def _publish(
             if frame is None:
                 rows, columns = copy_as_parquet(uri, fmt, tmp)
             else:
-                frame.to_parquet(storage.local_path(tmp) or tmp, index=False)
+                fs, path = storage.fs_for(tmp)  # fsspec, not pyarrow's own s3/gcs client
+                with fs.open(path, "wb") as handle:
+                    frame.to_parquet(handle, index=False)
                 columns = list(map(str, frame.columns))
         write_reports(dataset, result, title=f"{spec.name}: {name}")
         manifest = {
