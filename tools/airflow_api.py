@@ -186,6 +186,14 @@ class AirflowApi:
             {"chosen_options": [option], "params_input": {}},
         )
 
+    def mark_task(self, dag_id: str, run_id: str, task_id: str, state: str) -> None:
+        """Mark a task instance ``failed`` / ``success`` / ``skipped`` as a user does in the UI; a running
+        or deferred task is stopped (its ``on_kill``, or its trigger's, runs)."""
+        quoted = urllib.parse.quote(run_id, safe="")
+        self._request(
+            "PATCH", f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances/{task_id}", {"new_state": state}
+        )
+
     def clear_run(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         """ "Clear" every task of a run so the scheduler runs them again (the UI's Clear button)."""
         body = {"dag_run_id": run_id, "dry_run": False, "only_failed": False, "reset_dag_runs": True}

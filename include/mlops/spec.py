@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -44,6 +44,83 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class LandingEventsSpec(_Model):
+    """``data.events:``: S3 event notifications, delivered to an SQS queue, that start ingestion.
+
+    The queue is the pipeline's own (docs/ingestion.md): the watcher deletes every message it
+    receives and keeps those about new objects directly under the landing prefix.
+    """
+
+    # http(s)://<host>/<12-digit account>/<name>: AWS (sqs.<region>.amazonaws.com), or a local
+    # emulator such as moto or LocalStack.
+    QUEUE_URL: ClassVar[re.Pattern[str]] = re.compile(
+        r"^https?://(?P<host>[^/\s]+)/(?P<account>\d{12})/(?P<name>[A-Za-z0-9_-]{1,80}(?:\.fifo)?)$"
+    )
+    AWS_HOST: ClassVar[re.Pattern[str]] = re.compile(
+        r"^sqs\.(?P<region>[a-z]{2}(?:-[a-z]+)+-\d)\.amazonaws\.com(?:\.cn)?$"
+    )
+    REGION: ClassVar[re.Pattern[str]] = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d$")
+
+    source: Literal["sqs"] = "sqs"
+    queue: str
+    aws_conn_id: str | None = None  # default: data.landing_conn_id, else aws_default
+    region: str | None = None  # default: the queue URL's region, else the connection's
+    suffix: str | None = None  # only keys ending with it start a run (e.g. .parquet)
+    wait_seconds: Annotated[int, Field(ge=1, le=20)] = 20  # SQS long polling
+
+    @classmethod
+    def queue_region(cls, url: str) -> str | None:
+        """``eu-west-1`` for ``https://sqs.eu-west-1.amazonaws.com/...``; None for other hosts."""
+        match = cls.QUEUE_URL.match(url)
+        host = cls.AWS_HOST.match(match.group("host")) if match else None
+        return host.group("region") if host else None
+
+    @field_validator("queue")
+    @classmethod
+    def _queue_url(cls, value: str) -> str:
+        if value.startswith("arn:"):
+            raise ValueError(
+                f"{value!r} is an ARN; give the queue URL, https://sqs.<region>.amazonaws.com/<account>/<name>"
+            )
+        try:
+            url = expand(value)
+        except SpecError as exc:
+            raise ValueError(str(exc)) from None
+        match = cls.QUEUE_URL.match(url)
+        if match is None:
+            raise ValueError(
+                f"{url!r} is not an SQS queue URL; expected https://sqs.<region>.amazonaws.com/<12-digit account>/<queue name>"
+            )
+        if match.group("name").endswith(".fifo"):
+            raise ValueError(
+                f"S3 event notifications cannot be sent to a FIFO queue ({match.group('name')}); use a standard queue"
+            )
+        return value
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str | None) -> str | None:
+        if value is not None and not cls.REGION.match(value):
+            raise ValueError(f"{value!r} is not an AWS region such as eu-west-1")
+        return value
+
+    @field_validator("suffix")
+    @classmethod
+    def _suffix(cls, value: str | None) -> str | None:
+        if value is not None and (not value or "/" in value):
+            raise ValueError(f"{value!r} must be the end of a file name, such as .parquet (no '/')")
+        return value
+
+    @model_validator(mode="after")
+    def _same_region(self) -> LandingEventsSpec:
+        in_url = self.queue_region(expand(self.queue))
+        if self.region and in_url and self.region != in_url:
+            raise ValueError(
+                f"region {self.region!r} differs from the queue URL's region {in_url!r}; drop region"
+            )
+        return self
+
+
 class DataSpec(_Model):
     """``data:``: where a pipeline's files land, how ingestion starts and which columns matter."""
 
@@ -64,6 +141,7 @@ class DataSpec(_Model):
     settle_seconds: int = 30
     poll_interval: int = 30
     claim_timeout: int = 21600
+    events: LandingEventsSpec | None = None  # trigger: event from S3 notifications via SQS, not polling
 
     _schedule = field_validator("schedule")(classmethod(lambda cls, v: check_schedule(v)))
 
@@ -79,9 +157,11 @@ class DataSpec(_Model):
     @model_validator(mode="before")
     @classmethod
     def _event_schedule_default(cls, raw: Any) -> Any:
-        # With trigger: event, landing events start ingestion; a time schedule is an opt-in sweep.
+        # With trigger: event, landing events start ingestion; a time schedule is an opt-in sweep for
+        # the polling watcher and a daily default for queued S3 events, which can be missed (files that
+        # landed before the notification was set up, messages lost between receipt and the Asset event).
         if isinstance(raw, dict) and raw.get("trigger") == "event" and "schedule" not in raw:
-            return {**raw, "schedule": None}
+            return {**raw, "schedule": "@daily" if raw.get("events") else None}
         return raw
 
     @model_validator(mode="after")
@@ -89,6 +169,23 @@ class DataSpec(_Model):
         if self.trigger == "event" and self.schedule == "@once":
             raise ValueError(
                 "schedule '@once' cannot be combined with trigger: event; use a cron, a preset or null"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _events_need_s3(self) -> DataSpec:
+        if self.events is None:
+            return self
+        if self.trigger != "event":
+            raise ValueError("events: S3 notifications start ingestion only with trigger: event; set it too")
+        try:
+            landing = expand(self.landing)
+        except SpecError as exc:
+            raise ValueError(str(exc)) from None
+        if not landing.startswith(("s3://", "s3a://")):
+            raise ValueError(
+                f"events: an SQS source carries S3 notifications, but landing {landing} is not s3://; "
+                "use an s3:// landing, or drop events to watch the landing zone by polling"
             )
         return self
 
@@ -350,8 +447,9 @@ class PipelineSpec(_Model):
         if uri.startswith(OBJECT_STORES[backend]):
             return
         volume = getattr(section, "data_volume", None)
+        path = uri.removeprefix("file://")  # local URIs are file:///abs/path; the mount is /abs/path
         if volume is not None and (
-            uri == volume.mount_path or uri.startswith(volume.mount_path.rstrip("/") + "/")
+            path == volume.mount_path or path.startswith(volume.mount_path.rstrip("/") + "/")
         ):
             return
         stores = " or ".join(OBJECT_STORES[backend])

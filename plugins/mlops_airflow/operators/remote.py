@@ -90,11 +90,12 @@ class RemoteStageOperator(PipelineOperator):
 
     def lineage_of(self, context: Context) -> Lineage:
         """This task instance, without the try number: every try shares the lineage."""
+        map_index = getattr(context["ti"], "map_index", None)  # 0 is the first partition, not "unmapped"
         return Lineage(
             dag_id=context["dag"].dag_id,
             run_id=context["run_id"],
             task_id=context["task"].task_id,
-            map_index=int(getattr(context["ti"], "map_index", -1) or -1),
+            map_index=-1 if map_index is None else int(map_index),
         )
 
     def record_uri(self, context: Context) -> str:

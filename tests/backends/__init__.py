@@ -1,0 +1,1 @@
+"""Tests of the remote backends (Kubernetes, SageMaker, Vertex AI) against local emulators."""
