@@ -45,13 +45,18 @@ def landing_asset(spec: PipelineSpec) -> Asset:
     """``mlops.<p>.landed``, updated by a watcher of the landing zone (for ``data.trigger: event``).
 
     The watcher's trigger runs in the triggerer while a DAG scheduled on this Asset is active and
-    unpaused; each of its events is an Asset event that starts ``<p>__ingest``.
+    unpaused; each of its events is an Asset event that starts ``<p>__ingest``. With
+    ``data.events`` the trigger receives S3 notifications from the pipeline's SQS queue
+    (``S3EventQueueTrigger``); otherwise it polls the landing zone (``LandingFileTrigger``).
     """
-    from mlops_airflow.triggers.landing import LandingFileTrigger
+    if spec.data.events is not None:
+        from mlops_airflow.triggers.s3_events import S3EventQueueTrigger
 
-    trigger = LandingFileTrigger.for_spec(spec, watch=True)
-    return Asset(
-        name=f"mlops.{spec.name}.landed",
-        group="mlops",
-        watchers=[AssetWatcher(name=f"{spec.name}__landing", trigger=trigger)],
-    )
+        watcher = AssetWatcher(name=f"{spec.name}__landing_sqs", trigger=S3EventQueueTrigger.for_spec(spec))
+    else:
+        from mlops_airflow.triggers.landing import LandingFileTrigger
+
+        watcher = AssetWatcher(
+            name=f"{spec.name}__landing", trigger=LandingFileTrigger.for_spec(spec, watch=True)
+        )
+    return Asset(name=f"mlops.{spec.name}.landed", group="mlops", watchers=[watcher])

@@ -35,11 +35,40 @@ def write_pipelines(folder: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def api(tmp_path_factory):
+def moto_aws():
+    """moto's server (S3, SQS, SNS) on 127.0.0.1 for pipelines that land on S3: the stack reaches it
+    through these variables (fsspec) and the ``mlops_e2e_aws`` connection (the providers' hooks)."""
+    import json
+
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    conn = {"conn_type": "aws", "login": "testing", "password": "testing"}
+    try:
+        yield {
+            "MLOPS_E2E_MOTO_URL": url,
+            "AWS_ENDPOINT_URL_S3": url,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AIRFLOW_CONN_MLOPS_E2E_AWS": json.dumps(
+                {**conn, "extra": {"endpoint_url": url, "region_name": "us-east-1"}}
+            ),
+        }
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def api(tmp_path_factory, moto_aws):
     root = tmp_path_factory.mktemp("e2e")
     write_pipelines(root / "pipelines")
     saved = dict(os.environ)
     os.environ["MLOPS_PIPELINES_DIR"] = str(root / "pipelines")
+    os.environ.update(moto_aws)
     stack = Stack(
         state=root / "state",
         airflow_port=free_port(),
