@@ -104,7 +104,11 @@ def platform(tmp_path_factory):
         env.setenv("MLOPS_STATE_DIR", str(root / "state"))
         env.setenv("MLOPS_PIPELINES_DIR", str(pipelines))
         env.setenv("MLOPS_DATA_ROOT", f"s3://{BUCKET}/lake")
-        env.delenv("MLFLOW_TRACKING_URI", raising=False)
+        # This module's server, also for MLflow's process-wide URI (an earlier module may have set it).
+        env.setenv("MLFLOW_TRACKING_URI", mlflow.uri)
+        import mlflow as mlflow_lib
+
+        mlflow_lib.set_tracking_uri(mlflow.uri)
         env.setenv("AIRFLOW_CONN_AWS_DEFAULT", jobs.connection())
         env.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", mlflow.connection())
         for name, value in {
