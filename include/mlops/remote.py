@@ -78,7 +78,10 @@ class Lineage:
         return f"{prefix[: max_length - len(digest) - 1].rstrip('-')}-{digest}"
 
     def labels(self) -> dict[str, str]:
-        """Kubernetes / Vertex labels naming the task instance (values sanitised to label syntax)."""
+        """Kubernetes / Vertex labels naming the task instance (values sanitised to label syntax).
+
+        An unmapped task's map index is ``none``: ``-1`` is not a Kubernetes label value (it must
+        start with a letter or digit)."""
 
         def label(value: str) -> str:
             return re.sub(r"[^A-Za-z0-9_.-]+", "_", value)[:63].strip("_.-") or "none"
@@ -87,7 +90,7 @@ class Lineage:
             "airflow-mlops/dag-id": label(self.dag_id),
             "airflow-mlops/task-id": label(self.task_id),
             "airflow-mlops/run-digest": self.digest(),
-            "airflow-mlops/map-index": str(self.map_index),
+            "airflow-mlops/map-index": str(self.map_index) if self.map_index >= 0 else "none",
         }
 
 

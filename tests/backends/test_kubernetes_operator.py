@@ -33,7 +33,7 @@ from include.mlops.datagen import write_batch
 from include.mlops.remote import Lineage, read_record, record, result_uri, write_record
 from include.mlops.spec import find_spec
 from mlops_airflow.exceptions import PipelineFailed, PipelineRetryable
-from mlops_airflow.operators.kubernetes import KubernetesStageOperator, pod_lineage_labels
+from mlops_airflow.operators.kubernetes import KubernetesStageOperator
 from tests.include.test_tracking_server import MlflowServer
 
 pytestmark = pytest.mark.backends
@@ -194,7 +194,7 @@ def task_pods(world, ctx: dict[str, Any], *, ever: bool = False) -> list[dict[st
         task_id=ctx["task"].task_id,
         map_index=ctx["ti"].map_index,
     )
-    wanted = pod_lineage_labels(lineage)
+    wanted = lineage.labels()
     pods = world.cluster.all_pods_ever(world.namespace) if ever else world.cluster.pods(world.namespace)
     return [p for p in pods if all(p["metadata"]["labels"].get(k) == v for k, v in wanted.items())]
 

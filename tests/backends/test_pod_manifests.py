@@ -22,7 +22,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from kubernetes.client import ApiClient
 
 from include.mlops.remote import ENTRY_POINT, Lineage
-from mlops_airflow.operators.kubernetes import KubernetesStageOperator, pod_lineage_labels
+from mlops_airflow.operators.kubernetes import KubernetesStageOperator
 
 pytestmark = pytest.mark.backends
 
@@ -136,7 +136,7 @@ def test_minimal_pod(pipelines, monkeypatch):
     assert len(name) <= 63 and DNS_1123.match(name)
     assert name.startswith(lineage.job_name("minimal", "train", max_length=54))
     labels = meta["labels"]
-    assert {k: labels[k] for k in pod_lineage_labels(lineage)} == pod_lineage_labels(lineage)
+    assert {k: labels[k] for k in lineage.labels()} == lineage.labels()
     assert labels["airflow-mlops/map-index"] == "none"
     assert labels["app.kubernetes.io/managed-by"] == "airflow-mlops"
     assert labels["airflow-mlops/pipeline"] == "minimal" and labels["airflow-mlops/stage"] == "train"

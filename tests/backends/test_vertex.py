@@ -226,7 +226,7 @@ def expected_job(world: World, lineage: Lineage, **changes: Any) -> CustomJob:
             "airflow-mlops_dag-id": "churn__train",
             "airflow-mlops_task-id": "train",
             "airflow-mlops_run-digest": lineage.digest(),
-            "airflow-mlops_map-index": "-1",
+            "airflow-mlops_map-index": "none",
             "airflow-mlops_pipeline": "churn",
             "airflow-mlops_stage": "train",
             "team": "ml-platform",

@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
     from kubernetes.client import V1Pod
 
-    from include.mlops.remote import Lineage
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "airflow-mlops"}
 DATA_VOLUME = "mlops-data"
@@ -51,15 +50,6 @@ def one_line(text: object, limit: int = 400) -> str:
     """``text`` squeezed onto one line, at most ``limit`` characters (the end is kept: it says most)."""
     flat = " ".join(str(text or "").split())
     return flat if len(flat) <= limit else "…" + flat[-(limit - 1) :]
-
-
-def pod_lineage_labels(lineage: Lineage) -> dict[str, str]:
-    """The lineage's labels as Kubernetes takes them: an unmapped task's map index ``-1`` is not a valid
-    label value (it must start with a letter or digit), so it is ``none``."""
-    labels = lineage.labels()
-    if lineage.map_index < 0:
-        labels["airflow-mlops/map-index"] = "none"
-    return labels
 
 
 def base_container(pod: V1Pod | None, name: str = "base") -> Any:
@@ -159,7 +149,7 @@ class KubernetesStageOperator(RemoteStageOperator):
                 )
         return {
             **self.kubernetes.labels,
-            **pod_lineage_labels(self.lineage_of(context)),
+            **self.lineage_of(context).labels(),
             "airflow-mlops/pipeline": self.pipeline,
             "airflow-mlops/stage": self.stage,
             **MANAGED_BY,
