@@ -141,15 +141,33 @@ def write_text(uri: str, text: str) -> str:
 
 
 def move(src: str, dst: str) -> str:
-    """Move a file, never overwriting: an existing destination gets a unique suffix."""
-    fs, src_path = fs_for(src)
-    _, dst_path = fs_for(dst)
-    fs.makedirs(posixpath.dirname(dst_path), exist_ok=True)
-    if fs.exists(dst_path):
+    """Move a file, never overwriting: an existing destination gets a unique suffix.
+
+    Across stores (``s3://`` landing, ``file://`` archive) the file is streamed into the
+    destination's store (committed like every write, see ``atomic_path``) before the source is
+    deleted, so a failure in between leaves a copy, never nothing."""
+    src_fs, src_path = fs_for(src)
+    dst_fs, dst_path = fs_for(dst)
+    dst_fs.makedirs(posixpath.dirname(dst_path), exist_ok=True)
+    if dst_fs.exists(dst_path):
         stem, dot, ext = posixpath.basename(dst_path).partition(".")
         dst_path = posixpath.join(posixpath.dirname(dst_path), f"{stem}-{uuid.uuid4().hex[:8]}{dot}{ext}")
-    fs.mv(src_path, dst_path)
-    return _uri(fs, dst_path)
+    if _same_store(src_fs, dst_fs):
+        src_fs.mv(src_path, dst_path)
+        return _uri(src_fs, dst_path)
+    destination = _uri(dst_fs, dst_path)
+    with atomic_path(destination) as tmp:
+        tmp_fs, tmp_path = fs_for(tmp)
+        with src_fs.open(src_path, "rb") as reader, tmp_fs.open(tmp_path, "wb") as writer:
+            while block := reader.read(1 << 20):
+                writer.write(block)
+    src_fs.rm(src_path)
+    return destination
+
+
+def _same_store(a: fsspec.AbstractFileSystem, b: fsspec.AbstractFileSystem) -> bool:
+    """Whether a rename within one file system can move between the two (same protocol and options)."""
+    return a is b or (a.protocol == b.protocol and a.storage_options == b.storage_options)
 
 
 def mark_success(uri: str, payload: dict[str, Any] | None = None) -> None:

@@ -32,6 +32,23 @@ def test_move_never_overwrites(tmp_path):
     assert sorted(p.read_text() for p in (tmp_path / "b").iterdir()) == ["one", "two"]
 
 
+def test_move_across_stores_lands_in_the_destination_store(tmp_path):
+    """An object-store landing file archived to a local folder (and back): streamed, then deleted."""
+    import uuid
+
+    src = f"memory://move-{uuid.uuid4().hex}/landing/f.csv"
+    storage.write_bytes(src, b"a,b\n1,2\n")
+    moved = storage.move(src, (tmp_path / "archive" / "f.csv").as_uri())
+    assert moved == (tmp_path / "archive" / "f.csv").as_uri()
+    assert (tmp_path / "archive" / "f.csv").read_bytes() == b"a,b\n1,2\n"
+    assert not storage.exists(src)
+    assert [p.name for p in (tmp_path / "archive").iterdir()] == ["f.csv"]  # no temporary left
+
+    back = storage.move(moved, src)
+    assert storage.read_bytes(back) == storage.read_bytes(src) == b"a,b\n1,2\n"
+    assert not (tmp_path / "archive" / "f.csv").exists()
+
+
 def test_list_files_skips_hidden_and_temporary(tmp_path):
     for name in ("data.csv", "._tmp-123-data.csv", ".hidden", "_SUCCESS"):
         (tmp_path / name).write_text("x")
