@@ -483,6 +483,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     platform = platforms.detect()
     platform.describe()
+    if platform.secondary:
+        log.info(
+            "This is %s of a multi-machine job; the stages are single-process, so only the primary "
+            "runs the stage (set the instance or replica count to 1 to stop paying for this one)",
+            platform.secondary,
+        )
+        return 0
     given = list(sys.argv[1:] if argv is None else argv)
     try:
         args = parser().parse_args(platform.arguments(given))

@@ -20,6 +20,12 @@ platform provides, and the CLI honours what it finds:
   termination message file (``/dev/termination-log``), where ``kubectl describe`` and the operator
   read it.
 
+A job with more than one machine (``sagemaker.instance_count``, ``vertex.replica_count``) starts
+the entry point on each of them, but the stages are single-process: only the primary runs the
+stage; every other replica logs why and exits 0 at once, so one job registers one model version
+and writes one result. The primary is the first of SageMaker's ``resourceconfig.json`` ``hosts``
+and Vertex's ``workerpool0`` replica 0 (``CLUSTER_SPEC``).
+
 ``MLOPS_SAGEMAKER_ROOT`` (default ``/opt/ml``) and ``MLOPS_TERMINATION_LOG`` move those files, for
 tests. Standard library only; framework-free.
 """
@@ -65,6 +71,7 @@ class Platform:
     record_copies: tuple[str, ...] = ()  # URIs the result record is written to besides --result-uri
     failure_files: tuple[FailureFile, ...] = ()
     details: dict[str, str] = field(default_factory=dict)  # job ids, for the log
+    secondary: str = ""  # set on a replica that is not the job's primary: which one it is
 
     def describe(self) -> None:
         """Log where the job runs (job name and ids), once, at start."""
@@ -107,12 +114,14 @@ def detect(environ: Mapping[str, str] = os.environ) -> Platform:
             record_copies=(str(root / "model" / RECORD_FILE),),
             failure_files=(FailureFile(root / "output" / "failure", SAGEMAKER_FAILURE_BYTES),),
             details={"name": environ.get("TRAINING_JOB_NAME", "")},
+            secondary=_sagemaker_secondary(root / "input" / "config" / "resourceconfig.json"),
         )
     if (root / "config" / "processingjobconfig.json").is_file() or environ.get("PROCESSING_JOB_NAME"):
         return Platform(
             name="SageMaker processing",
             failure_files=(FailureFile(root / "output" / "message", SAGEMAKER_FAILURE_BYTES),),
             details={"name": environ.get("PROCESSING_JOB_NAME") or _processing_job_name(root)},
+            secondary=_sagemaker_secondary(root / "config" / "resourceconfig.json"),
         )
     termination = _termination_file(environ)
     if environ.get("AIP_MODEL_DIR") or environ.get("CLOUD_ML_JOB_ID"):
@@ -126,12 +135,35 @@ def detect(environ: Mapping[str, str] = os.environ) -> Platform:
                 "project": environ.get("CLOUD_ML_PROJECT_ID", ""),
                 "model dir": model_dir,
             },
+            secondary=_vertex_secondary(environ.get("CLUSTER_SPEC", "")),
         )
     if environ.get("KUBERNETES_SERVICE_HOST") or termination:
         return Platform(
             name="Kubernetes pod", failure_files=termination, details={"pod": environ.get("HOSTNAME", "")}
         )
     return Platform()
+
+
+def _sagemaker_secondary(resource_config: Path) -> str:
+    """``host N of M`` when this SageMaker instance is not the first of the job's hosts, else ``""``."""
+    try:
+        config = json.loads(resource_config.read_text(encoding="utf-8"))
+        hosts, current = list(config["hosts"]), str(config["current_host"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""  # a single-instance job (or no file): this is the primary
+    if not hosts or current == sorted(hosts)[0]:
+        return ""
+    return f"host {current} of {len(hosts)}"
+
+
+def _vertex_secondary(cluster_spec: str) -> str:
+    """``workerpoolN replica I`` when this Vertex replica is not ``workerpool0`` replica 0, else ``""``."""
+    try:
+        task = json.loads(cluster_spec)["task"]
+        pool, index = str(task["type"]), int(task["index"])
+    except (ValueError, KeyError, TypeError):
+        return ""
+    return "" if (pool, index) == ("workerpool0", 0) else f"{pool} replica {index}"
 
 
 def _termination_file(environ: Mapping[str, str]) -> tuple[FailureFile, ...]:

@@ -263,6 +263,37 @@ def test_sagemaker_training_reads_hyperparameters_and_writes_model_result(worksp
     assert not (root / "output" / "failure").exists()
 
 
+def test_a_secondary_sagemaker_host_exits_0_without_training(workspace, tmp_path):
+    """instance_count 2: the second host must not train (or register) a second time."""
+    root = sagemaker_layout(tmp_path / "ml", {"pipeline": "churn", "lineage": TRAIN.to_json()})
+    (root / "input" / "config" / "resourceconfig.json").write_text(
+        json.dumps({"current_host": "algo-2", "hosts": ["algo-2", "algo-1"]})
+    )
+    versions = len(model_versions())
+    job = workspace.run("train", extra_env={platforms.SAGEMAKER_ROOT_ENV: str(root)})
+    assert job.code == 0, job.stderr
+    assert "This is host algo-2 of 2 of a multi-machine job" in job.stderr
+    assert len(model_versions()) == versions
+    assert not (root / "model" / "result.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("environ", "secondary"),
+    [
+        ({"CLOUD_ML_JOB_ID": "1", "CLUSTER_SPEC": '{"task": {"type": "workerpool0", "index": 0}}'}, ""),
+        (
+            {"CLOUD_ML_JOB_ID": "1", "CLUSTER_SPEC": '{"task": {"type": "workerpool1", "index": 2}}'},
+            "workerpool1 replica 2",
+        ),
+        ({"CLOUD_ML_JOB_ID": "1"}, ""),  # one replica: Vertex sets no CLUSTER_SPEC
+        ({"CLOUD_ML_JOB_ID": "1", "CLUSTER_SPEC": "not json"}, ""),
+    ],
+)
+def test_only_vertex_workerpool0_replica_0_is_the_primary(environ, secondary, tmp_path):
+    environ = {**environ, platforms.SAGEMAKER_ROOT_ENV: str(tmp_path / "none")}
+    assert platforms.detect(environ).secondary == secondary
+
+
 def test_sagemaker_failure_reason_is_one_line_of_at_most_1024_characters(workspace, tmp_path):
     name = "p" * 3000  # the error names the pipeline: far longer than FailureReason keeps
     root = sagemaker_layout(
