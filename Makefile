@@ -42,17 +42,11 @@ browser:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends chromium \
 	    || echo "warning: chromium could not be installed; the screenshot test will be skipped"; }
 
-# The SageMaker tests run in their own pytest process: run after the Kubernetes tests in one process,
-# their MLflow server is found dead (a cross-module process clean-up still under investigation).
-SAGEMAKER_TESTS := tests/backends/test_aws_sagemaker.py
-
 test: venv browser
-	$(PY) -m pytest --ignore=$(SAGEMAKER_TESTS)
-	$(PY) -m pytest $(SAGEMAKER_TESTS)
+	$(PY) -m pytest
 
 test-fast: venv browser
-	$(PY) -m pytest -m "not e2e and not slow" --ignore=$(SAGEMAKER_TESTS)
-	$(PY) -m pytest -m "not e2e and not slow" $(SAGEMAKER_TESTS)
+	$(PY) -m pytest -m "not e2e and not slow"
 
 test-e2e: venv
 	$(PY) -m pytest -m e2e

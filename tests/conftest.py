@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -19,6 +22,7 @@ def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("MLOPS_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.delenv("MLOPS_DATA_ROOT", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLOPS_COORDINATION_URL", raising=False)  # the store in the state folder
     return tmp_path / "state"
 
 
@@ -29,3 +33,43 @@ def pipelines_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     shutil.copytree(ROOT / "include" / "pipelines", folder)
     monkeypatch.setenv("MLOPS_PIPELINES_DIR", str(folder))
     return folder
+
+
+@contextmanager
+def _mlflow_uris_kept() -> Iterator[None]:
+    """Put MLflow's process-wide tracking and registry URIs (and the variables it mirrors them to)
+    back as they were: ``tracking.client`` sets them, as it should in a task's own process, but in
+    pytest a module's dead server would otherwise stay the registry of every later module."""
+    tracking = sys.modules.get("mlflow.tracking._tracking_service.utils")
+    registry = sys.modules.get("mlflow.tracking._model_registry.utils")
+    saved = (
+        getattr(tracking, "_tracking_uri", None),
+        getattr(registry, "_registry_uri", None),
+        {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")},
+    )
+    yield
+    tracking = sys.modules.get("mlflow.tracking._tracking_service.utils")  # imported meanwhile?
+    registry = sys.modules.get("mlflow.tracking._model_registry.utils")
+    if tracking is not None:
+        tracking._tracking_uri = saved[0]
+    if registry is not None:
+        registry._registry_uri = saved[1]
+    for name, value in saved[2].items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _mlflow_uris_kept_per_module() -> Iterator[None]:
+    """See ``_mlflow_uris_kept``: what a module's fixtures set ends with the module."""
+    with _mlflow_uris_kept():
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_uris_kept_per_test() -> Iterator[None]:
+    """See ``_mlflow_uris_kept``: what a test sets ends with the test."""
+    with _mlflow_uris_kept():
+        yield

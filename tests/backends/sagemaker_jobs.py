@@ -41,7 +41,6 @@ import sys
 import tarfile
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -470,65 +469,6 @@ class SageMakerJobs:
         self._set_status(run, status)
         run.ended = time.monotonic()
         run.done.set()
-
-
-class MlflowServer:
-    """``mlflow server`` on 127.0.0.1 (SQLite store, served artifacts): what a remote job logs to."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.port = free_port()
-        self.uri = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> MlflowServer:
-        """Start it and wait for ``/health``."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mlflow",
-                "server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--workers",
-                "1",
-                "--backend-store-uri",
-                f"sqlite:///{self.root / 'mlflow.db'}",
-                "--serve-artifacts",
-                "--artifacts-destination",
-                (self.root / "artifacts").as_uri(),
-            ],
-            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-
-        def healthy() -> bool:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError("mlflow server exited during start-up")
-            try:
-                with urllib.request.urlopen(f"{self.uri}/health", timeout=2):
-                    return True
-            except OSError:
-                return False
-
-        wait_until(healthy, timeout=120, what="mlflow server /health")
-        return self
-
-    def stop(self) -> None:
-        """Stop the server's process group."""
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=30)
-
-    def connection(self) -> str:
-        """``AIRFLOW_CONN_MLFLOW_DEFAULT`` for it."""
-        return json.dumps({"conn_type": "http", "host": "127.0.0.1", "port": self.port})
 
 
 @contextmanager

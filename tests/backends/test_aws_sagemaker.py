@@ -27,13 +27,13 @@ from mlops_airflow.operators.sagemaker import SageMakerJobTrigger, SageMakerStag
 from tests.backends.sagemaker_jobs import (
     ACCOUNT,
     ROOT,
-    MlflowServer,
     SageMakerJobs,
     check_request,
     running,
     task_context,
     wait_until,
 )
+from tools.mlflow_server import mlflow_server
 
 pytestmark = pytest.mark.backends
 
@@ -95,20 +95,15 @@ def platform(tmp_path_factory):
         "GX_ANALYTICS_ENABLED": "False",
         "MLFLOW_DISABLE_TELEMETRY": "true",
     }
-    mlflow = MlflowServer(root / "mlflow")
     with (
         pytest.MonkeyPatch.context() as env,
         running(SageMakerJobs(root / "jobs", image_env)) as jobs,
-        running(mlflow),
+        mlflow_server(root / "mlflow") as mlflow,
     ):
         env.setenv("MLOPS_STATE_DIR", str(root / "state"))
         env.setenv("MLOPS_PIPELINES_DIR", str(pipelines))
         env.setenv("MLOPS_DATA_ROOT", f"s3://{BUCKET}/lake")
-        # This module's server, also for MLflow's process-wide URI (an earlier module may have set it).
         env.setenv("MLFLOW_TRACKING_URI", mlflow.uri)
-        import mlflow as mlflow_lib
-
-        mlflow_lib.set_tracking_uri(mlflow.uri)
         env.setenv("AIRFLOW_CONN_AWS_DEFAULT", jobs.connection())
         env.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", mlflow.connection())
         for name, value in {

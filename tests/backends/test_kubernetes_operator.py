@@ -34,7 +34,7 @@ from include.mlops.remote import Lineage, read_record, record, result_uri, write
 from include.mlops.spec import find_spec
 from mlops_airflow.exceptions import PipelineFailed, PipelineRetryable
 from mlops_airflow.operators.kubernetes import KubernetesStageOperator
-from tests.include.test_tracking_server import MlflowServer
+from tools.mlflow_server import MlflowServer
 
 pytestmark = pytest.mark.backends
 
@@ -68,7 +68,6 @@ def world(tmp_path_factory, kube_cluster):
     (fake / "include" / "mlops" / "__init__.py").write_text("")
     (fake / "include" / "mlops" / "__main__.py").write_text(FAKE_MAIN)
     server = MlflowServer(root / "mlflow")
-    server.root.mkdir()
     env = {
         "MLOPS_STATE_DIR": str(root / "state"),
         "MLOPS_DATA_ROOT": str(data),
@@ -80,7 +79,7 @@ def world(tmp_path_factory, kube_cluster):
         for name, value in env.items():
             patch.setenv(name, value)
         patch.delenv("AIRFLOW_CONN_MLFLOW_DEFAULT", raising=False)
-        server.start()
+        server.start().wait()
         patch.setenv("MLFLOW_TRACKING_URI", server.uri)
         namespace = kube_cluster.new_namespace("kpo")
         kube_cluster.add_volume_claim(namespace, CLAIM)

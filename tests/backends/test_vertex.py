@@ -33,7 +33,8 @@ from include.mlops.tags import AIRFLOW_DAG_ID, AIRFLOW_RUN_ID, AIRFLOW_TASK_ID
 from mlops_airflow.exceptions import PipelineFailed, PipelineRetryable
 from mlops_airflow.operators.vertex import VertexCustomJobTrigger, VertexStageOperator
 from tests.backends import vertex_fakes
-from tests.backends.vertex_fakes import PROJECT, REGION, FakeVertex, MlflowServer
+from tests.backends.vertex_fakes import PROJECT, REGION, FakeVertex
+from tools.mlflow_server import MlflowServer
 
 pytestmark = pytest.mark.backends
 

@@ -18,7 +18,7 @@ the container's ``env``. A non-zero exit fails the job with Vertex's message and
 last line of error output. ``hold()`` keeps new jobs QUEUED until ``release()``.
 
 ``gcs_emulator`` starts gcp-storage-emulator (plus the ``moveTo`` call gcsfs commits writes with) and
-``MlflowServer`` a real ``mlflow server``.
+``tools.mlflow_server.MlflowServer`` a real ``mlflow server``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -530,51 +529,6 @@ def use_gcs_here(monkeypatch: Any, url: str) -> None:
     for protocol in ("gs", "gcs"):  # the plain GCSFileSystem, not the HNS-probing one
         monkeypatch.setitem(registry, protocol, gcsfs.core.GCSFileSystem)
     gcsfs.core.GCSFileSystem.clear_instance_cache()
-
-
-# MLflow ---------------------------------------------------------------------------------------------
-class MlflowServer:
-    """A real ``mlflow server`` on 127.0.0.1 (SQLite store, proxied artifacts under ``root``)."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.port = free_port()
-        self.uri = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> MlflowServer:
-        """Start it (``wait`` for it to answer)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        argv = [
-            sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
-            "--workers", "1", "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
-            "--serve-artifacts", "--artifacts-destination", (self.root / "artifacts").as_uri(),
-        ]  # fmt: skip
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        self.process = subprocess.Popen(
-            argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-        )
-        return self
-
-    def wait(self, timeout: float = 120.0) -> str:
-        """Wait until it answers ``/health``; its URI."""
-        poll(self._healthy, timeout, "mlflow server did not answer /health")
-        return self.uri
-
-    def _healthy(self) -> bool:
-        if self.process is not None and self.process.poll() is not None:
-            raise RuntimeError("mlflow server exited during start-up")
-        try:
-            with urllib.request.urlopen(f"{self.uri}/health", timeout=2):
-                return True
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        """Stop it (its whole process group)."""
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=30)
 
 
 def poll(check: Callable[[], Any], timeout: float, message: str, interval: float = 0.05) -> Any:

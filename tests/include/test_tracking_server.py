@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
-import urllib.request
-
 import mlflow
 import pytest
 
@@ -15,58 +9,9 @@ from include.mlops import tracking
 from include.mlops.errors import ServiceUnavailable
 from include.mlops.gate import evaluation
 from include.mlops.model import history, registry, training
-from tools.stack import free_port
+from tools.mlflow_server import MlflowServer
 
 pytestmark = pytest.mark.slow
-
-
-class MlflowServer:
-    def __init__(self, root):
-        self.root = root
-        self.port = free_port()
-        self.uri = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mlflow",
-                "server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--workers",
-                "1",
-                "--backend-store-uri",
-                f"sqlite:///{self.root / 'mlflow.db'}",
-                "--serve-artifacts",
-                "--artifacts-destination",
-                (self.root / "artifacts").as_uri(),
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{self.uri}/health", timeout=2):
-                    return
-            except OSError:
-                if self.proc.poll() is not None:
-                    raise RuntimeError("mlflow server exited during start-up") from None
-                time.sleep(1)
-        raise RuntimeError("mlflow server did not start within 180 s")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, 15)
-            self.proc.wait(timeout=30)
 
 
 @pytest.fixture
@@ -74,9 +19,7 @@ def server(tmp_path, monkeypatch):
     # Fail fast instead of MLflow's own long retry loop: Airflow's task retries do the waiting.
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    srv = MlflowServer(tmp_path / "mlflow-server")
-    srv.root.mkdir()
-    srv.start()
+    srv = MlflowServer(tmp_path / "mlflow-server").start().wait()
     yield srv
     srv.stop()
 
@@ -116,7 +59,7 @@ def test_dead_server_is_retryable_names_the_uri_and_promotes_nothing(server, chu
     ) as err:
         registry.promote(churn, version=v1, expected_champion=None, tracking_uri=server.uri)
     assert not err.value.deterministic  # Airflow retries it with backoff
-    server.start()
+    server.start().wait()
     assert registry.aliases(churn, tracking_uri=server.uri)["champion"] is None
 
 

@@ -224,10 +224,12 @@ class Kubelet:
             if await self._schedule(rt):
                 self._start(rt)
                 deadline = self._arm_deadline(rt)
-                if await self._run_inits(rt):
-                    await asyncio.gather(*(self._run_container(rt, c) for c in rt.main()))
-                if deadline is not None:
-                    deadline.cancel()
+                try:
+                    if await self._run_inits(rt):
+                        await asyncio.gather(*(self._run_container(rt, c) for c in rt.main()))
+                finally:  # also when the lifecycle is cancelled (pod deleted, emulator shut down)
+                    if deadline is not None:
+                        deadline.cancel()
                 self._settle(rt)
         except asyncio.CancelledError:
             self._kill_all(rt)
