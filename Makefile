@@ -11,7 +11,7 @@ export PYTHONPATH := $(CURDIR):$(CURDIR)/plugins
 export GX_ANALYTICS_ENABLED := False
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: help venv browser demo test test-fast test-e2e up down status bench bench-quick lint format lock clean
+.PHONY: help venv browser postgres demo test test-fast test-e2e up down status bench bench-quick lint format lock clean
 
 help:
 	@echo "make demo   - run the whole lifecycle scenario on the embedded default (exit 0 = it held)"
@@ -42,10 +42,18 @@ browser:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends chromium \
 	    || echo "warning: chromium could not be installed; the screenshot test will be skipped"; }
 
-test: venv browser
+# The production tests run a throwaway Postgres cluster (tools/postgres.py) from Debian's server
+# binaries (/usr/lib/postgresql/<version>/bin); a missing server fails those tests, it never skips them.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null 2>&1 || { \
+	  echo "Installing postgresql (server binaries for the production tests) ..."; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends postgresql; }
+
+test: venv browser postgres
 	$(PY) -m pytest
 
-test-fast: venv browser
+test-fast: venv browser postgres
 	$(PY) -m pytest -m "not e2e and not slow"
 
 test-e2e: venv

@@ -83,6 +83,29 @@ class ServiceUnavailable(MlopsError):
     deterministic = False
 
 
+class CoordinationStoreError(MlopsError):
+    """The coordination store (the SQL database of the ledger, the locks and the retraining history,
+    ``include.mlops.coordination``) refused a request for a reason that waiting does not fix: a wrong
+    password, a missing database, a corrupt SQLite file, an unsupported URL. The message says what."""
+
+
+class CoordinationStoreUnavailable(CoordinationStoreError, ServiceUnavailable):
+    """The coordination store did not answer or is busy (server down, connection lost, database
+    locked); retrying may help."""
+
+    deterministic = False
+
+
+class LockTimeout(CoordinationStoreUnavailable):
+    """A cross-host lock stayed held by someone else for longer than the caller would wait; the
+    message names the lock, its holder when known and the store. Retrying later may help."""
+
+    def __init__(self, message: str, *, lock: str, holder: str | None = None):
+        super().__init__(message)
+        self.lock = lock
+        self.holder = holder
+
+
 class StageFailed(MlopsError):
     """A library (scikit-learn, Evidently, pandas, ...) refused this stage's data or settings; the
     same inputs fail the same way again, so it is not retried (see ``include.mlops.stages``)."""

@@ -13,7 +13,7 @@ import pytest
 
 from include.mlops.data import ingest
 from include.mlops.data.landing import LandedFile
-from include.mlops.data.ledger import Ledger, default_path
+from include.mlops.data.ledger import Ledger
 from include.mlops.datagen import write_batch
 from include.mlops.errors import NothingToDo, SpecError, ValidationFailed
 from include.mlops.spec import find_spec
@@ -156,8 +156,13 @@ def test_unknown_outcome_is_refused(ledger):
         ledger.finish("p", "s3://x/y", "run-1", "maybe")
 
 
-def test_default_path_is_in_the_state_folder(state):
-    assert default_path() == state / "ledger" / "landing.sqlite3"
+def test_the_default_ledger_is_the_coordination_store_in_the_state_folder(state, monkeypatch):
+    monkeypatch.delenv("MLOPS_COORDINATION_URL", raising=False)
+    assert Ledger().path == str(state / "coordination.sqlite3")
+    monkeypatch.setenv("MLOPS_COORDINATION_URL", "postgresql+psycopg2://u:secret@db.example/airflow")
+    ledger = Ledger()
+    assert ledger.url == "postgresql+psycopg2://u:secret@db.example/airflow"
+    assert ledger.path == "postgresql+psycopg2://u:***@db.example/airflow"  # never shows the password
 
 
 def test_a_corrupt_ledger_is_a_clear_error(tmp_path):

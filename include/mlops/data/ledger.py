@@ -1,62 +1,54 @@
 """The processed-file ledger: each landed file version is ingested exactly once.
 
-A SQLite database in the state folder (``$MLOPS_STATE_DIR/ledger/landing.sqlite3``) with one row
-per ``(pipeline, uri, version token)``:
+A table of the coordination store (``include.mlops.coordination``: ``$MLOPS_COORDINATION_URL``,
+Postgres in production; by default the SQLite file ``$MLOPS_STATE_DIR/coordination.sqlite3``),
+``landed_files``, with one row per ``(pipeline, uri, version token)``:
 
-- ``claimed`` by a run (``run_id``, ``claimed_at``): the run is processing it. Claims are taken in
-  one ``BEGIN IMMEDIATE`` transaction against a primary key, so two runs (or two processes) can
-  never take the same file. A URI has at most one live claim, whatever its token.
+- ``claimed`` by a run (``run_id``, ``claimed_at``): the run is processing it. A URI has at most one
+  live claim, whatever its token.
 - ``done`` with an outcome (``published``, ``duplicate``, ``quarantined``): never returned again,
   to any run, after any restart.
+
+Claims are exactly-once across processes and hosts because the read-then-write of a claim runs in
+one transaction serialised with every other claim of the pipeline: on SQLite by ``BEGIN IMMEDIATE``
+(the database's write lock, taken before reading), on Postgres by a transaction-scoped advisory lock
+keyed by the pipeline (``pg_advisory_xact_lock``). A row lock (``SELECT ... FOR UPDATE``) could not
+do it: it cannot lock rows that do not exist yet, and "one live claim per URI" spans versions. The
+primary key still refuses a duplicate row, and a takeover only updates a row still as it was read,
+so a claim never overwrites a ``finish`` or ``release`` that committed meanwhile.
 
 A retry of the same run re-claims its own files. A claim whose run died (no renewal for
 ``stale_after`` seconds) can be taken over by another run. A run that fails on a file for another
 reason than validation releases its claim, so the next run retries it. A file re-landed later with
 different content has a new token, so it is a new row.
 
-Standard library only: the triggerer reads it too.
+Cheap to import (the triggerer reads it too, and DAG parsing imports it): SQLAlchemy is imported
+inside the methods.
 """
 
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
+from include.mlops import coordination
 from include.mlops.data.landing import LandedFile
-from include.mlops.errors import DataError, ServiceUnavailable
-from include.mlops.paths import state_dir
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
 
 log = logging.getLogger(__name__)
 
 Outcome = Literal["published", "duplicate", "quarantined"]
 OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
 State = Literal["claimed", "done"]  # "done" entries carry an outcome
-_SCHEMA = (
-    """
-CREATE TABLE IF NOT EXISTS landed_files (
-    pipeline   TEXT    NOT NULL,
-    uri        TEXT    NOT NULL,
-    token      TEXT    NOT NULL,
-    state      TEXT    NOT NULL CHECK (state IN ('claimed', 'done')),
-    run_id     TEXT    NOT NULL,
-    claimed_at REAL    NOT NULL,
-    attempts   INTEGER NOT NULL DEFAULT 1,
-    size       INTEGER,
-    modified   REAL,
-    outcome    TEXT,
-    detail     TEXT,
-    done_at    REAL,
-    PRIMARY KEY (pipeline, uri, token)
-)""",
-    "CREATE INDEX IF NOT EXISTS landed_files_by_run ON landed_files (pipeline, run_id, state)",
-)
-_CHUNK = 500  # SQLite's default limit on bound parameters is far above this
+_CHUNK = 500  # URIs per query: far below SQLite's and Postgres's limits on bound parameters
+_COLUMNS = "pipeline, uri, token, state, run_id, claimed_at, attempts, outcome, detail, done_at"
 
 
 @dataclass(frozen=True)
@@ -79,108 +71,65 @@ class LedgerEntry:
         return self.state == "claimed" and now - self.claimed_at < stale_after
 
 
-def default_path() -> Path:
-    """The ledger in the state folder, shared by every process on this host."""
-    return state_dir() / "ledger" / "landing.sqlite3"
-
-
 class Ledger:
-    """Claims and outcomes of landed files, shared by every process on this host's state folder."""
+    """Claims and outcomes of landed files, shared by every process that uses the same store.
 
-    def __init__(self, path: str | Path | None = None, *, busy_timeout: float = 60.0) -> None:
-        self.path = Path(path) if path else default_path()
-        self.busy_timeout = busy_timeout
-        self._prepared = False
+    ``store``: a SQLAlchemy URL or a SQLite file's path; default: the coordination store
+    (``coordination.url()``), resolved when the ledger is made.
+    """
 
-    def _prepare(self, db: sqlite3.Connection) -> None:
-        """WAL mode and the schema, once per instance. Switching the journal mode does not wait for
-        the busy timeout, so processes opening a new ledger together retry here."""
-        deadline = time.monotonic() + self.busy_timeout
-        while True:
-            try:
-                wal = db.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
-                if wal and db.execute("SELECT 1 FROM sqlite_master WHERE name = 'landed_files'").fetchone():
-                    self._prepared = True  # the usual case: nothing to write
-                    return
-                if not wal:
-                    db.execute("PRAGMA journal_mode=WAL")  # readers (the triggerer) never block writers
-                db.execute("BEGIN IMMEDIATE")
-                for statement in _SCHEMA:
-                    db.execute(statement)
-                db.execute("COMMIT")
-                self._prepared = True
-                return
-            except sqlite3.OperationalError as exc:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                if "locked" not in str(exc) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+    def __init__(self, store: str | Path | None = None) -> None:
+        self.url = coordination.normalize(store) if store else coordination.url()
+
+    @property
+    def path(self) -> str:
+        """Where the ledger is, for messages: a SQLite file's path, else the URL without password."""
+        return coordination.describe(self.url)
+
+    def __repr__(self) -> str:
+        return f"Ledger({self.path!r})"
 
     # Connections ------------------------------------------------------------------------------
     @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
-        except (OSError, sqlite3.Error) as exc:
-            raise ServiceUnavailable(
-                f"cannot open the ingestion ledger {self.path}: {exc}; check that the state folder "
-                "($MLOPS_STATE_DIR) exists and is writable"
-            ) from exc
-        try:
-            db.row_factory = sqlite3.Row
-            db.execute("PRAGMA synchronous=FULL")  # a done mark survives a power cut
-            if not self._prepared:
-                self._prepare(db)
+    def _read(self) -> Iterator[Connection]:
+        with coordination.transaction(self.url, what="the ingestion ledger") as db:
             yield db
-        except sqlite3.OperationalError as exc:
-            raise ServiceUnavailable(
-                f"the ingestion ledger {self.path} is not available ({exc}); retrying may help. If it "
-                "lasts, look for a process holding the database locked"
-            ) from exc
-        except sqlite3.DatabaseError as exc:
-            raise DataError(
-                f"the ingestion ledger {self.path} is not a usable SQLite database ({exc}); move it "
-                "away to start a new one (files it recorded as done would then be ingested again)"
-            ) from exc
-        finally:
-            db.close()
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; BEGIN IMMEDIATE takes the write lock before reading, so the
-        check-then-insert of a claim cannot interleave with another process."""
-        with self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+    def _write(self, pipeline: str | None = None) -> Iterator[Connection]:
+        """One write transaction; with ``pipeline``, serialised with every other such transaction of
+        the pipeline (see the module docstring), so a check-then-insert cannot interleave."""
+        serialize = f"ledger:{pipeline}" if pipeline else None
+        with coordination.transaction(
+            self.url, write=True, serialize=serialize, what="the ingestion ledger"
+        ) as db:
+            yield db
 
     @staticmethod
-    def _entry(row: sqlite3.Row) -> LedgerEntry:
-        return LedgerEntry(**{k: row[k] for k in LedgerEntry.__dataclass_fields__})
+    def _entry(row: Any) -> LedgerEntry:
+        return LedgerEntry(**{k: getattr(row, k) for k in LedgerEntry.__dataclass_fields__})
 
-    def _rows_for_uris(self, db: sqlite3.Connection, pipeline: str, uris: Sequence[str]) -> list[LedgerEntry]:
+    def _rows_for_uris(self, db: Connection, pipeline: str, uris: Sequence[str]) -> list[LedgerEntry]:
+        from sqlalchemy import bindparam, text
+
+        query = text(
+            f"SELECT {_COLUMNS} FROM landed_files WHERE pipeline = :pipeline AND uri IN :uris"
+        ).bindparams(bindparam("uris", expanding=True))
         entries: list[LedgerEntry] = []
         for start in range(0, len(uris), _CHUNK):
             chunk = list(uris[start : start + _CHUNK])
-            marks = ",".join("?" * len(chunk))
-            rows = db.execute(
-                f"SELECT * FROM landed_files WHERE pipeline = ? AND uri IN ({marks})", [pipeline, *chunk]
-            )
-            entries.extend(self._entry(r) for r in rows)
+            entries.extend(self._entry(r) for r in db.execute(query, {"pipeline": pipeline, "uris": chunk}))
         return entries
 
     # Reads ------------------------------------------------------------------------------------
     def entries(self, pipeline: str) -> list[LedgerEntry]:
         """Every row of a pipeline, oldest claim first (for inspection and tests)."""
-        with self._connect() as db:
+        from sqlalchemy import text
+
+        with self._read() as db:
             rows = db.execute(
-                "SELECT * FROM landed_files WHERE pipeline = ? ORDER BY claimed_at, uri", (pipeline,)
+                text(f"SELECT {_COLUMNS} FROM landed_files WHERE pipeline = :p ORDER BY claimed_at, uri"),
+                {"p": pipeline},
             )
             return [self._entry(r) for r in rows]
 
@@ -189,7 +138,9 @@ class Ledger:
     ) -> list[LandedFile]:
         """The files a claim would take now: not done, and no live claim on their URI."""
         now = time.time() if now is None else now
-        with self._connect() as db:
+        if not files:
+            return []
+        with self._read() as db:
             rows = self._rows_for_uris(db, pipeline, sorted({f.uri for f in files}))
         done = {(r.uri, r.token) for r in rows if r.state == "done"}
         busy = {r.uri for r in rows if r.is_live_claim(now, stale_after)}
@@ -212,58 +163,104 @@ class Ledger:
         returned.
         """
         now = time.time() if now is None else now
+        if not files:
+            return []
         taken: list[LandedFile] = []
-        with self._write() as db:
+        with self._write(pipeline) as db:
             rows = self._rows_for_uris(db, pipeline, sorted({f.uri for f in files}))
             by_uri: dict[str, list[LedgerEntry]] = {}
             for row in rows:
                 by_uri.setdefault(row.uri, []).append(row)
             for file in files:
-                same_uri = by_uri.get(file.uri, [])
-                current = next((r for r in same_uri if r.token == file.token), None)
-                if current is not None and current.state == "done":
-                    continue
-                others = [r for r in same_uri if r.run_id != run_id and r.is_live_claim(now, stale_after)]
-                if others:
-                    log.info("%s is being processed by run %s; not claimed", file.uri, others[0].run_id)
-                    continue
-                for old in same_uri:  # a dead run's claim, or this run's claim on an older version
-                    if old.state == "claimed" and old.token != file.token:
-                        db.execute(
-                            "DELETE FROM landed_files WHERE pipeline = ? AND uri = ? AND token = ?",
-                            (pipeline, old.uri, old.token),
-                        )
-                if current is None:
-                    db.execute(
-                        "INSERT INTO landed_files (pipeline, uri, token, state, run_id, claimed_at, size, modified)"
-                        " VALUES (?, ?, ?, 'claimed', ?, ?, ?, ?)",
-                        (pipeline, file.uri, file.token, run_id, now, file.size, file.modified),
-                    )
-                else:
-                    if current.run_id != run_id:
-                        log.warning(
-                            "Taking over %s from run %s, whose claim is %.0fs old (stale after %ss)",
-                            file.uri,
-                            current.run_id,
-                            now - current.claimed_at,
-                            stale_after,
-                        )
-                    db.execute(
-                        "UPDATE landed_files SET run_id = ?, claimed_at = ?, attempts = attempts + 1"
-                        " WHERE pipeline = ? AND uri = ? AND token = ?",
-                        (run_id, now, pipeline, file.uri, file.token),
-                    )
-                taken.append(file)
+                if self._claim_one(db, pipeline, file, by_uri.get(file.uri, []), run_id, stale_after, now):
+                    taken.append(file)
         return taken
+
+    def _claim_one(
+        self,
+        db: Connection,
+        pipeline: str,
+        file: LandedFile,
+        same_uri: list[LedgerEntry],
+        run_id: str,
+        stale_after: float,
+        now: float,
+    ) -> bool:
+        """Claim one file inside the claim's transaction; True if this run now holds it."""
+        from sqlalchemy import text
+
+        current = next((r for r in same_uri if r.token == file.token), None)
+        if current is not None and current.state == "done":
+            return False
+        others = [r for r in same_uri if r.run_id != run_id and r.is_live_claim(now, stale_after)]
+        if others:
+            log.info("%s is being processed by run %s; not claimed", file.uri, others[0].run_id)
+            return False
+        for old in same_uri:  # a dead run's claim, or this run's claim on an older version
+            if old.state == "claimed" and old.token != file.token:
+                db.execute(
+                    text(
+                        "DELETE FROM landed_files WHERE pipeline = :p AND uri = :u AND token = :t"
+                        " AND state = 'claimed' AND run_id = :r AND claimed_at = :c"
+                    ),
+                    {"p": pipeline, "u": old.uri, "t": old.token, "r": old.run_id, "c": old.claimed_at},
+                )
+        if current is None:
+            db.execute(
+                text(
+                    "INSERT INTO landed_files (pipeline, uri, token, state, run_id, claimed_at, size, modified)"
+                    " VALUES (:p, :u, :t, 'claimed', :r, :c, :s, :m)"
+                ),
+                {
+                    "p": pipeline,
+                    "u": file.uri,
+                    "t": file.token,
+                    "r": run_id,
+                    "c": now,
+                    "s": file.size,
+                    "m": file.modified,
+                },
+            )
+            return True
+        if current.run_id != run_id:
+            log.warning(
+                "Taking over %s from run %s, whose claim is %.0fs old (stale after %ss)",
+                file.uri,
+                current.run_id,
+                now - current.claimed_at,
+                stale_after,
+            )
+        # Only the row as it was read: a finish or release committed meanwhile wins.
+        updated = db.execute(
+            text(
+                "UPDATE landed_files SET run_id = :r, claimed_at = :c, attempts = attempts + 1"
+                " WHERE pipeline = :p AND uri = :u AND token = :t AND state = 'claimed'"
+                " AND run_id = :old_run AND claimed_at = :old_at"
+            ),
+            {
+                "r": run_id,
+                "c": now,
+                "p": pipeline,
+                "u": file.uri,
+                "t": file.token,
+                "old_run": current.run_id,
+                "old_at": current.claimed_at,
+            },
+        )
+        return bool(updated.rowcount)
 
     def renew(self, pipeline: str, uri: str, run_id: str, *, now: float | None = None) -> bool:
         """Refresh this run's claim on ``uri`` (so it does not go stale); False if it holds none."""
+        from sqlalchemy import text
+
         now = time.time() if now is None else now
         with self._write() as db:
             cursor = db.execute(
-                "UPDATE landed_files SET claimed_at = ? WHERE pipeline = ? AND uri = ? AND run_id = ?"
-                " AND state = 'claimed'",
-                (now, pipeline, uri, run_id),
+                text(
+                    "UPDATE landed_files SET claimed_at = :now WHERE pipeline = :p AND uri = :u AND run_id = :r"
+                    " AND state = 'claimed'"
+                ),
+                {"now": now, "p": pipeline, "u": uri, "r": run_id},
             )
             return cursor.rowcount > 0
 
@@ -278,14 +275,18 @@ class Ledger:
         now: float | None = None,
     ) -> bool:
         """Mark this run's claim on ``uri`` done; False (and a warning) if the run no longer held it."""
+        from sqlalchemy import text
+
         if outcome not in OUTCOMES:
             raise ValueError(f"outcome must be one of {OUTCOMES}, got {outcome!r}")
         now = time.time() if now is None else now
         with self._write() as db:
             cursor = db.execute(
-                "UPDATE landed_files SET state = 'done', outcome = ?, detail = ?, done_at = ?"
-                " WHERE pipeline = ? AND uri = ? AND run_id = ? AND state = 'claimed'",
-                (outcome, detail, now, pipeline, uri, run_id),
+                text(
+                    "UPDATE landed_files SET state = 'done', outcome = :o, detail = :d, done_at = :now"
+                    " WHERE pipeline = :p AND uri = :u AND run_id = :r AND state = 'claimed'"
+                ),
+                {"o": outcome, "d": detail, "now": now, "p": pipeline, "u": uri, "r": run_id},
             )
             if cursor.rowcount == 0:
                 log.warning(
@@ -295,25 +296,28 @@ class Ledger:
 
     def release(self, pipeline: str, uri: str, run_id: str) -> bool:
         """Give up this run's claim on ``uri`` without an outcome: the next run takes the file."""
+        from sqlalchemy import text
+
         with self._write() as db:
             cursor = db.execute(
-                "DELETE FROM landed_files WHERE pipeline = ? AND uri = ? AND run_id = ? AND state = 'claimed'",
-                (pipeline, uri, run_id),
+                text(
+                    "DELETE FROM landed_files WHERE pipeline = :p AND uri = :u AND run_id = :r"
+                    " AND state = 'claimed'"
+                ),
+                {"p": pipeline, "u": uri, "r": run_id},
             )
             return cursor.rowcount > 0
 
     def release_run(self, pipeline: str, run_id: str) -> list[str]:
         """Release every claim a run still holds (files it did not finish); returns their URIs."""
+        from sqlalchemy import text
+
         with self._write() as db:
-            uris = [
-                r["uri"]
-                for r in db.execute(
-                    "SELECT uri FROM landed_files WHERE pipeline = ? AND run_id = ? AND state = 'claimed'",
-                    (pipeline, run_id),
-                )
-            ]
-            db.execute(
-                "DELETE FROM landed_files WHERE pipeline = ? AND run_id = ? AND state = 'claimed'",
-                (pipeline, run_id),
+            rows = db.execute(
+                text(
+                    "DELETE FROM landed_files WHERE pipeline = :p AND run_id = :r AND state = 'claimed'"
+                    " RETURNING uri"
+                ),
+                {"p": pipeline, "r": run_id},
             )
-            return sorted(uris)
+            return sorted(r.uri for r in rows)

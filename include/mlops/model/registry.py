@@ -4,26 +4,24 @@ Promotion is compare-and-set: the caller says which champion the gate compared a
 promotion is refused if the champion has moved since. Every promotion, rollback, refusal and
 rejection is appended to the model's history (``include.mlops.model.history``).
 
-Alias moves are serialised per model on one host (the embedded default, a single worker, the CLI,
-the tests) by a file lock around the check and the move, and in Airflow each of the promote and
-rollback DAGs runs one at a time. With workers on several hosts, promote and rollback runs of one
-model are not serialised against each other: the compare-and-set check then still refuses a
-promotion whose champion moved before the check, but not one that moves in the same instant.
+Alias moves are serialised per model across processes and hosts by the lock ``promote:<model>`` of
+the coordination store (``include.mlops.coordination``: a Postgres advisory lock in production, a
+lease in the SQLite file of the embedded default), held around the check and the move: of two
+promotions at the same moment on two workers, the second sees the first's champion and is refused.
+Waiting longer than ``LOCK_TIMEOUT`` raises ``LockTimeout`` (retried). In Airflow each of the
+promote and rollback DAGs also runs one at a time.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
-from include.mlops import tracking
+from include.mlops import coordination, tracking
 from include.mlops.errors import NothingToDo, PromotionRefused
 from include.mlops.model import history
-from include.mlops.paths import state_dir
 from include.mlops.spec import PipelineSpec
 from include.mlops.stages import staged
 from include.mlops.tags import (
@@ -47,17 +45,16 @@ def aliases(spec: PipelineSpec, tracking_uri: str | None = None) -> dict[str, st
         return {alias: alias_version(client, spec.model_name, alias) for alias in tracking.ALIASES}
 
 
-@contextmanager
-def model_lock(model: str) -> Iterator[None]:
-    """Exclusive per-model lock across processes on this host."""
-    folder = state_dir() / "locks"
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f"{model}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+LOCK_TIMEOUT = 300.0  # seconds a promotion or rollback waits for another one of the same model
+
+
+def model_lock(model: str, lineage: dict[str, str] | None = None) -> AbstractContextManager[None]:
+    """Exclusive per-model lock across processes and hosts (the coordination store's
+    ``promote:<model>``); the Airflow run holding it is named to whoever waits for it."""
+    label = None
+    if lineage and lineage.get("airflow.run_id"):
+        label = f"{lineage.get('airflow.dag_id', '')} {lineage['airflow.run_id']}".strip()
+    return coordination.lock(f"promote:{model}", timeout=LOCK_TIMEOUT, label=label)
 
 
 def _audit(lineage: dict[str, str] | None) -> dict[str, str]:
@@ -149,7 +146,7 @@ def promote(
     """Make ``version`` the champion if the champion is still ``expected_champion``."""
     client = tracking.client(tracking_uri)
     model = spec.model_name
-    with tracking.service_errors(tracking_uri), model_lock(model):
+    with tracking.service_errors(tracking_uri), model_lock(model, lineage):
         _replay_pending(client, model)
         candidate = get_version(client, model, version)
         tags = candidate.tags
@@ -207,7 +204,7 @@ def rollback(
     client = tracking.client(tracking_uri)
     model = spec.model_name
     with tracking.service_errors(tracking_uri):
-        with model_lock(model):
+        with model_lock(model, lineage):
             finished = _replay_pending(client, model)
         current = alias_version(client, model, "champion")
         # This Airflow run already rolled back (its retry completed it just now, or another caller

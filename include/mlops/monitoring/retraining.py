@@ -2,8 +2,11 @@
 
 A request is made when the drift share reaches its threshold, or when the champion's performance on
 predictions whose labels arrived later falls below the gate's absolute thresholds (``performance``).
-Every drift check's decision is appended to ``<state>/retrain_requests.json`` (requested or not, and
-why), which is also the drift history read by ``python -m include.mlops drift-history <pipeline>``.
+Every drift check's decision (requested or not, and why) is appended to the table
+``retraining_decisions`` of the coordination store (``include.mlops.coordination``: Postgres in
+production, so every worker sees the same history; the last ``KEEP`` entries per pipeline are kept).
+It is also the drift history read by ``python -m include.mlops drift-history <pipeline>``. A history
+left by an older version in ``<state>/retrain_requests.json`` is imported on first use.
 
 A request is *in flight* from the moment it is made until a model version registered after it
 carries a gate decision (passed or failed): until then the loop drift -> train -> gate has not
@@ -14,25 +17,76 @@ blocks, which is logged.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
 
-from include.mlops import storage, tracking
+from include.mlops import coordination, storage, tracking
 from include.mlops.spec import PipelineSpec
 from include.mlops.tags import GATE_DECISION
 
 log = logging.getLogger(__name__)
 
 
-def _state_uri(spec: PipelineSpec) -> str:
+KEEP = 500  # decisions kept per pipeline (the cool-down and in-flight rules read only the last request)
+_imported: set[tuple[str, str]] = set()  # (store URL, pipeline) whose legacy file this process checked
+
+
+def _legacy_uri(spec: PipelineSpec) -> str:
+    """Where versions before the coordination store kept the history (on the data root)."""
     return storage.join(spec.uri("state"), "retrain_requests.json")
+
+
+def _import_legacy(spec: PipelineSpec, store_url: str) -> None:
+    """Copy a history left in ``retrain_requests.json`` into the store, once (the file is kept)."""
+    from sqlalchemy import text
+
+    if (store_url, spec.name) in _imported:
+        return
+    uri = _legacy_uri(spec)
+    if storage.exists(uri):
+        entries = storage.read_json(uri)
+        with coordination.transaction(store_url, write=True, serialize=f"retraining:{spec.name}") as db:
+            found = db.execute(
+                text("SELECT 1 FROM retraining_decisions WHERE pipeline = :p LIMIT 1"), {"p": spec.name}
+            ).first()
+            if found is None and entries:
+                _insert(db, spec.name, entries)
+                log.info("Imported %d retraining decision(s) of %s from %s", len(entries), spec.name, uri)
+    _imported.add((store_url, spec.name))
+
+
+def _insert(db: Any, pipeline: str, entries: list[dict[str, Any]]) -> None:
+    from sqlalchemy import text
+
+    db.execute(
+        text(
+            "INSERT INTO retraining_decisions (pipeline, at, requested, entry) VALUES (:p, :at, :req, :entry)"
+        ),
+        [
+            {
+                "p": pipeline,
+                "at": e["at"],
+                "req": int(bool(e.get("requested"))),
+                "entry": json.dumps(e, sort_keys=True, default=str),
+            }
+            for e in entries
+        ],
+    )
 
 
 def history(spec: PipelineSpec) -> list[dict[str, Any]]:
     """Every recorded retraining decision of the pipeline, oldest first (the cool-down reads it)."""
-    uri = _state_uri(spec)
-    return storage.read_json(uri) if storage.exists(uri) else []
+    from sqlalchemy import text
+
+    store_url = coordination.url()
+    _import_legacy(spec, store_url)
+    with coordination.transaction(store_url, what="the retraining history") as db:
+        rows = db.execute(
+            text("SELECT entry FROM retraining_decisions WHERE pipeline = :p ORDER BY id"), {"p": spec.name}
+        )
+        return [json.loads(r.entry) for r in rows]
 
 
 def gated_since(client: Any, model: str, since: float) -> str | None:
@@ -150,9 +204,19 @@ def record(
         "model_version": drift.get("model_version") or (performance or {}).get("model_version"),
         "performance": _performance_entry(performance),
     }
-    entries = history(spec)
-    entries.append(entry)
-    storage.write_json(_state_uri(spec), entries[-500:])
+    from sqlalchemy import text
+
+    store_url = coordination.url()
+    _import_legacy(spec, store_url)
+    with coordination.transaction(store_url, write=True, what="the retraining history") as db:
+        _insert(db, spec.name, [entry])
+        db.execute(
+            text(
+                "DELETE FROM retraining_decisions WHERE pipeline = :p AND id NOT IN (SELECT id FROM"
+                " retraining_decisions WHERE pipeline = :p ORDER BY id DESC LIMIT :keep)"
+            ),
+            {"p": spec.name, "keep": KEEP},
+        )
     return entry
 
 
