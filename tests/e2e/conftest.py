@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.moto_fixtures import REGION, aws_connection, moto_server
 from tools.airflow_api import AirflowApi
 from tools.stack import ADMIN, Stack, free_port
 
@@ -35,31 +37,18 @@ def write_pipelines(folder: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def moto_aws():
+def moto_aws() -> Iterator[dict[str, str]]:
     """moto's server (S3, SQS, SNS) on 127.0.0.1 for pipelines that land on S3: the stack reaches it
     through these variables (fsspec) and the ``mlops_e2e_aws`` connection (the providers' hooks)."""
-    import json
-
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
-    conn = {"conn_type": "aws", "login": "testing", "password": "testing"}
-    try:
+    with moto_server() as url:
         yield {
             "MLOPS_E2E_MOTO_URL": url,
             "AWS_ENDPOINT_URL_S3": url,
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AIRFLOW_CONN_MLOPS_E2E_AWS": json.dumps(
-                {**conn, "extra": {"endpoint_url": url, "region_name": "us-east-1"}}
-            ),
+            "AWS_DEFAULT_REGION": REGION,
+            "AIRFLOW_CONN_MLOPS_E2E_AWS": aws_connection(url),
         }
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")

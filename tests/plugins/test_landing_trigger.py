@@ -10,7 +10,6 @@ settling" and "settled" are decided without waiting; the trigger polls every few
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import time
@@ -28,30 +27,18 @@ from include.mlops.data.ledger import Ledger
 from mlops_airflow.hooks.landing import list_landing
 from mlops_airflow.sensors.landing import LandingFileSensor
 from mlops_airflow.triggers.landing import LandingFileTrigger
+from tests.moto_fixtures import moto_server, use_moto
+from tests.plugins.trigger_stream import TriggerStream
+from tools.stack import free_port
 
 SETTLE = 60  # seconds; the fake clock jumps past it
 S3_CONN, GCS_CONN = "landing_s3_test", "landing_gcs_test"
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def moto_server() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+def moto_url() -> Iterator[str]:
+    with moto_server() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -68,19 +55,9 @@ def gcs_server() -> Iterator[str]:
 
 
 @pytest.fixture
-def stores(moto_server, gcs_server, monkeypatch) -> None:
+def stores(moto_url, gcs_server, monkeypatch) -> None:
     """Connections (and emulator settings) pointing the providers' hooks at the local servers."""
-    monkeypatch.setenv(
-        f"AIRFLOW_CONN_{S3_CONN.upper()}",
-        json.dumps(
-            {
-                "conn_type": "aws",
-                "login": "testing",
-                "password": "testing",
-                "extra": {"endpoint_url": moto_server, "region_name": "us-east-1"},
-            }
-        ),
-    )
+    use_moto(monkeypatch, S3_CONN, moto_url)
     monkeypatch.setenv(
         f"AIRFLOW_CONN_{GCS_CONN.upper()}",
         json.dumps(
@@ -88,8 +65,6 @@ def stores(moto_server, gcs_server, monkeypatch) -> None:
         ),
     )
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_server)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
 
 
 @dataclass
@@ -169,7 +144,7 @@ class Clock:
         self.offset += seconds
 
 
-class Driver:
+class Driver(TriggerStream):
     """Runs a trigger's event stream and counts its polls, so a test can say "N polls, no event"."""
 
     def __init__(self, trigger: LandingFileTrigger, clock: Clock) -> None:
@@ -183,17 +158,11 @@ class Driver:
             return files
 
         trigger.list_files = counted  # type: ignore[method-assign]
-        self.stream = trigger.run()
-        self.pending: asyncio.Future | None = None
-
-    def _next(self) -> asyncio.Future:
-        if self.pending is None:
-            self.pending = asyncio.ensure_future(self.stream.__anext__())
-        return self.pending
+        super().__init__(trigger, timeout=60)
 
     async def quiet_for(self, polls: int = 3) -> None:
         """Let the trigger complete ``polls`` more polls and check that it fired nothing."""
-        future, target = self._next(), self.polls + polls + 1  # poll N ends before N+1 starts
+        future, target = self.next_event(), self.polls + polls + 1  # poll N ends before N+1 starts
 
         async def polled() -> None:
             while self.polls < target and not future.done():
@@ -201,19 +170,6 @@ class Driver:
 
         await asyncio.wait_for(polled(), timeout=60)
         assert not future.done(), f"unexpected event: {future.result() if not future.exception() else ''}"
-
-    async def event(self) -> dict:
-        future = self._next()
-        result = await asyncio.wait_for(future, timeout=60)
-        self.pending = None
-        return result.payload
-
-    async def close(self) -> None:
-        if self.pending is not None and not self.pending.done():
-            self.pending.cancel()
-            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                await self.pending
-        await self.stream.aclose()
 
 
 def make_trigger(zone: Zone, *, watch: bool = True, **kwargs) -> LandingFileTrigger:
@@ -442,7 +398,7 @@ def test_a_listing_error_is_an_error_event_for_a_sensor_and_a_warning_for_a_watc
                     raise
 
             driver.trigger.ready_files = counted  # type: ignore[method-assign]
-            future = driver._next()
+            future = driver.next_event()
             while failures < 3:
                 await asyncio.sleep(0.01)
             assert not future.done()
@@ -657,7 +613,7 @@ def failed_listings(trigger: LandingFileTrigger) -> list[int]:
 
 async def watch_until(driver: Driver, done: Callable[[], bool]) -> None:
     """Keep the watcher's stream running until ``done()``; it must not fire or end meanwhile."""
-    future = driver._next()
+    future = driver.next_event()
     while not done():
         assert not future.done(), "the watcher fired or ended"
         await asyncio.sleep(0.002)

@@ -11,11 +11,9 @@ moto's ``endpoint_url``. Nothing of the provider is mocked.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import socket
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,8 @@ import yaml
 from include.mlops.errors import SpecError
 from include.mlops.spec import load_spec
 from mlops_airflow.triggers.s3_events import S3EventQueueTrigger, s3_records
+from tests.moto_fixtures import in_queue, moto_server, notified_queue, use_moto
+from tests.plugins.trigger_stream import TriggerStream
 
 pytestmark = pytest.mark.backends
 
@@ -34,39 +34,16 @@ SHIPPED = Path(__file__).resolve().parents[2] / "include" / "pipelines"
 TIMEOUT = 30  # seconds: the most a test waits for one event (each receive waits 1 s)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+    with moto_server() as url:
+        yield url
 
 
 @pytest.fixture
 def aws(moto_url, monkeypatch) -> str:
     """``aws_default`` points at moto, as a deployment would set it (no AWS_* credentials around)."""
-    conn = {
-        "conn_type": "aws",
-        "login": "testing",
-        "password": "testing",
-        "extra": {"endpoint_url": moto_url, "region_name": "us-east-1"},
-    }
-    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(conn))
-    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_SQS"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    use_moto(monkeypatch, "aws_default", moto_url)
     return moto_url
 
 
@@ -90,9 +67,7 @@ class Landing:
 
     def in_queue(self) -> int:
         """Messages still in the queue, visible or being received."""
-        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
-        attrs = self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=names)["Attributes"]
-        return sum(int(attrs[n]) for n in names)
+        return in_queue(self.sqs, self.queue_url)
 
 
 def _clients() -> tuple[Any, Any, Any]:
@@ -107,19 +82,7 @@ def make_landing(*, via_sns: bool = False) -> Landing:
     """Bucket, queue (and topic), and the bucket's notification configuration, as on AWS."""
     s3, sqs, sns = _clients()
     bucket, name = f"landing-{uuid.uuid4().hex[:8]}", f"landed-{uuid.uuid4().hex[:8]}"
-    s3.create_bucket(Bucket=bucket)
-    queue_url = sqs.create_queue(QueueName=name)["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    events = ["s3:ObjectCreated:*"]
-    if via_sns:
-        topic = sns.create_topic(Name=name)["TopicArn"]
-        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)  # not raw: an SNS envelope
-        config = {"TopicConfigurations": [{"TopicArn": topic, "Events": events}]}
-    else:
-        config = {"QueueConfigurations": [{"QueueArn": queue_arn, "Events": events}]}
-    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=config)
+    queue_url = notified_queue(s3, sqs, bucket, name, sns=sns if via_sns else None)
     return Landing(bucket, queue_url, s3, sqs)
 
 
@@ -134,39 +97,21 @@ def make_trigger(landing: Landing, **kwargs: Any) -> S3EventQueueTrigger:
     )
 
 
-class Watch:
+class Watch(TriggerStream):
     """Drives a trigger's event stream the way the triggerer does, one event at a time."""
 
     def __init__(self, trigger: S3EventQueueTrigger) -> None:
-        self.stream: AsyncIterator = trigger.run()
-        self.pending: asyncio.Future | None = None
-
-    def _next(self) -> asyncio.Future:
-        if self.pending is None:
-            self.pending = asyncio.ensure_future(self.stream.__anext__())
-        return self.pending
-
-    async def event(self) -> dict:
-        result = await asyncio.wait_for(asyncio.shield(self._next()), timeout=TIMEOUT)
-        self.pending = None
-        return result.payload
+        super().__init__(trigger, timeout=TIMEOUT)
 
     async def drained(self, landing: Landing) -> None:
         """Until the trigger received (and deleted) every message, firing nothing for them."""
-        future = self._next()
+        future = self.next_event()
         for _ in range(TIMEOUT * 20):
             if future.done() or await asyncio.to_thread(landing.in_queue) == 0:
                 break
             await asyncio.sleep(0.05)
         assert not future.done(), f"unexpected event: {future.result().payload}"
         assert await asyncio.to_thread(landing.in_queue) == 0
-
-    async def close(self) -> None:
-        if self.pending is not None and not self.pending.done():
-            self.pending.cancel()
-            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                await self.pending
-        await self.stream.aclose()
 
 
 def expected(landing: Landing, *files: tuple[str, dict[str, Any]]) -> dict[str, Any]:
@@ -263,7 +208,7 @@ def test_a_missing_queue_is_logged_and_the_watcher_recovers_once_it_exists(aws, 
         )
         watch, logged = Watch(trigger), ""
         try:
-            future = watch._next()
+            future = watch.next_event()
             for _ in range(TIMEOUT * 20):
                 logged += capsys.readouterr().out  # the trigger logs through structlog to stdout
                 if logged.count(warning) >= 2 or future.done():
