@@ -11,7 +11,7 @@ export PYTHONPATH := $(CURDIR):$(CURDIR)/plugins
 export GX_ANALYTICS_ENABLED := False
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: help venv browser postgres demo test test-fast test-e2e up down status bench bench-quick lint format lock clean
+.PHONY: help venv browser postgres demo test test-fast test-e2e try-kube up down status bench bench-quick lint format lock clean
 
 help:
 	@echo "make demo   - run the whole lifecycle scenario on the embedded default (exit 0 = it held)"
@@ -55,6 +55,11 @@ test: venv browser postgres
 
 test-fast: venv browser postgres
 	$(PY) -m pytest -m "not e2e and not slow"
+
+# Try a spec with a Kubernetes backend on the emulated cluster: make try-kube SPEC=path/to/spec.yaml [DATASET=churn]
+try-kube: venv
+	@test -n "$(SPEC)" || { echo "usage: make try-kube SPEC=path/to/spec.yaml [DATASET=churn|housing]"; exit 2; }
+	$(PY) -m tools.kube_trial $(SPEC) $(if $(DATASET),--dataset $(DATASET))
 
 test-e2e: venv
 	$(PY) -m pytest -m e2e

@@ -195,8 +195,12 @@ def run_scenario(api: AirflowApi, pipeline: str, *, rows: int = 6000, timeout: f
     return out
 
 
-def run_short_path(api: AirflowApi, pipeline: str, *, rows: int = 6000, timeout: float = 600) -> Outcome:
+def run_short_path(
+    api: AirflowApi, pipeline: str, *, rows: int = 6000, timeout: float = 600, dataset: str | None = None
+) -> Outcome:
     """Ingest, train, gate, promote and score one pipeline: the end-to-end path without the story.
+
+    ``dataset`` names the generated data when the pipeline's name is not one the generator knows.
 
     For a second pipeline (another task type, another dataset) whose stages the full scenario has
     already exercised on the first: it proves the same DAGs work for it at a fraction of the time.
@@ -205,7 +209,9 @@ def run_short_path(api: AirflowApi, pipeline: str, *, rows: int = 6000, timeout:
     started = time.monotonic()
     try:
         d = Driver(api, out, timeout)
-        _first_model(d, rows=rows, title="batch 1 lands: ingest, train, gate, promote, score")
+        _first_model(
+            d, rows=rows, title="batch 1 lands: ingest, train, gate, promote, score", dataset=dataset
+        )
         out.facts["aliases"] = _aliases(d.spec)
         out.expect(out.facts["aliases"].get("champion") == out.facts["v1"], f"champion is v{out.facts['v1']}")
         out.facts["predictions"] = d.spec.uri("predictions")
@@ -222,14 +228,16 @@ def _aliases(spec: PipelineSpec) -> dict[str, str | None]:
     return registry.aliases(spec)
 
 
-def _first_model(d: Driver, *, rows: int, title: str) -> None:
+def _first_model(d: Driver, *, rows: int, title: str, dataset: str | None = None) -> None:
     """Batch 1 -> validated -> v1 -> gate on thresholds -> promoted -> scoring batch 1 scored."""
     from include.mlops.datagen import write_batch
 
     out, spec = d.out, d.spec
     out.begin(title)
-    write_batch(spec, "batch-001", rows=rows, seed=11)
-    write_batch(spec, "score-001", rows=rows // 2, seed=21, id_offset=1_000_000, scoring=True)
+    write_batch(spec, "batch-001", rows=rows, seed=11, dataset=dataset)
+    write_batch(
+        spec, "score-001", rows=rows // 2, seed=21, id_offset=1_000_000, scoring=True, dataset=dataset
+    )
     ingest = d.trigger("ingest")
     out.require(ingest["state"] == "success", "batch 1 is validated and published")
     before = ingest["before"]
@@ -316,8 +324,10 @@ def _drift_and_retrain(d: Driver, *, rows: int) -> None:
     out.facts["drift_report"] = result.get("report_html")
     out.require(bool(result.get("drift_detected")), "drift is detected")
     links = d.api.links(d.dag["drift"], drift["dag_run_id"], "check_drift")
+    from mlops_airflow.links.reports import browser_url  # an s3:// report opens in the S3 console
+
     out.expect(
-        links.get("Drift report (Evidently)") == result.get("report_html"),
+        links.get("Drift report (Evidently)") == browser_url(str(result.get("report_html"))),
         f"the drift task links to its Evidently report (links: {links})",
     )
     out.require(drift["tasks"].get("request_retrain") == "success", "retraining is requested")

@@ -5,14 +5,13 @@ Its own stack (scheduler, dag-processor, triggerer, API server), an emulated clu
 ``mlflow server`` as the tracking server (pods cannot use the embedded SQLite store). ``churn`` with
 ``training.backend`` and ``inference.backend`` ``kubernetes`` runs ingest -> train (a pod) -> gate ->
 promote -> score (a pod per partition) -> drift; the model is the one the local backend trains on the
-same data; killing the deferred train task through the API deletes its pod.
+same data; killing the deferred train task through the API deletes its pod. The stack is the one
+``make try-kube`` starts for any spec (``tools/kube_trial.py``).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,10 +22,9 @@ import yaml
 
 from include.mlops.remote import Lineage
 from tests.backends.kube import KubeCluster
-from tests.include.test_tracking_server import MlflowServer
 from tools.airflow_api import AirflowApi
+from tools.kube_trial import trial
 from tools.scenario import Driver, Outcome, run_short_path
-from tools.stack import ADMIN, Stack, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.backends, pytest.mark.slow]
 
@@ -55,45 +53,11 @@ def write_spec(folder: Path, data: Path) -> None:
 
 @pytest.fixture(scope="module")
 def kube_stack(tmp_path_factory):
+    """The trial stack (``tools.kube_trial``: test cluster, mlflow server, Airflow) with this spec."""
     root = tmp_path_factory.mktemp("kube-e2e")
-    saved = dict(os.environ)
-    data, pipelines = root / "state" / "data", root / "pipelines"
-    data.mkdir(parents=True)
-    write_spec(pipelines, data)
-    cluster = KubeCluster.in_thread()
-    server = MlflowServer(root / "mlflow")
-    server.root.mkdir()
-    stack = Stack(
-        state=root / "state", airflow_port=free_port(), with_mlflow_ui=False, disable_schedules=True
-    )
-    try:
-        cluster.add_volume_claim(NAMESPACE, CLAIM)
-        # The image ships the same pipeline specs as the DAGs (here: this test's folder).
-        cluster.register_project_image(IMAGE, env={"MLOPS_PIPELINES_DIR": str(pipelines)})
-        server.start()
-        os.environ.update(
-            {
-                "MLOPS_PIPELINES_DIR": str(pipelines),
-                "MLOPS_DATA_ROOT": str(data),
-                "MLFLOW_TRACKING_URI": server.uri,
-                "AIRFLOW_CONN_MLFLOW_DEFAULT": json.dumps(
-                    {"conn_type": "http", "host": "127.0.0.1", "port": server.port, "schema": "http"}
-                ),
-                **cluster.airflow_conn_env(),  # workers and triggerer reach the cluster through it
-            }
-        )
-        os.environ.update(stack.env())
-        stack.up()
-        yield SimpleNamespace(
-            api=AirflowApi(stack.api_url, *ADMIN), cluster=cluster, server=server, root=root
-        )
-    finally:
-        stack.down()
-        server.stop()
-        cluster.close()
-        os.environ.clear()
-        os.environ.update(saved)
-        shutil.rmtree(root / "mlflow", ignore_errors=True)
+    write_spec(root / "spec", root / "state" / "data")
+    with trial(root / "spec" / "churn.yaml", root, announce=lambda line: None) as t:
+        yield SimpleNamespace(api=t.api, cluster=t.cluster, server=t.server, root=root)
 
 
 def pods_ever(cluster: KubeCluster, dag_id: str) -> list[dict[str, Any]]:
