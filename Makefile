@@ -11,14 +11,18 @@ export PYTHONPATH := $(CURDIR):$(CURDIR)/plugins
 export GX_ANALYTICS_ENABLED := False
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: help venv browser postgres demo test test-fast test-e2e try-kube up down status bench bench-quick lint format lock clean
+.PHONY: help venv browser redis postgres up-prod down-prod status-prod demo-prod demo test test-fast test-e2e try-kube up down status bench bench-quick lint format lock clean
 
 help:
 	@echo "make demo   - run the whole lifecycle scenario on the embedded default (exit 0 = it held)"
 	@echo "make test   - run the whole test suite"
 	@echo "make up     - start Airflow (127.0.0.1:8080) and MLflow (127.0.0.1:5000) for interactive use"
 	@echo "make down   - stop them"
-	@echo "make bench  - run the benchmarks (bench-quick: under a minute each)"
+	@echo "make up-prod   - start the native production stack (Postgres, Redis, moto S3, MLflow server,"
+	@echo "                 Airflow with the CeleryExecutor and two workers) on 127.0.0.1; state/prod"
+	@echo "make down-prod - stop it (make status-prod: what runs)"
+	@echo "make demo-prod - the demo's lifecycle scenario on a fresh native production stack"
+	@echo "make bench  - run the benchmarks (bench-quick: smaller sizes; scale.py starts the production stack)"
 	@echo "make lint   - ruff check + ruff format --check + mypy (include/, plugins/)"
 
 venv: $(STAMP)
@@ -42,6 +46,14 @@ browser:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends chromium \
 	    || echo "warning: chromium could not be installed; the screenshot test will be skipped"; }
 
+# The native production stack's Celery broker (Debian: redis-server); tools/prod_stack.py runs it.
+redis:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "Installing redis-server (Celery broker of the native production stack) ..."; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends redis-server \
+	    && { $$SUDO systemctl disable --now redis-server >/dev/null 2>&1 || $$SUDO service redis-server stop >/dev/null 2>&1 || true; }; }
+
 # The production tests run a throwaway Postgres cluster (tools/postgres.py) from Debian's server
 # binaries (/usr/lib/postgresql/<version>/bin); a missing server fails those tests, it never skips them.
 postgres:
@@ -50,10 +62,10 @@ postgres:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends postgresql; }
 
-test: venv browser postgres
+test: venv browser redis postgres
 	$(PY) -m pytest
 
-test-fast: venv browser postgres
+test-fast: venv browser redis postgres
 	$(PY) -m pytest -m "not e2e and not slow"
 
 # Try a spec with a Kubernetes backend on the emulated cluster: make try-kube SPEC=path/to/spec.yaml [DATASET=churn]
@@ -72,6 +84,19 @@ down: venv
 
 status: venv
 	$(PY) -m tools.stack status
+
+# The production configuration run natively (tools/prod_stack.py; docs/deploy.md, "Native production stack").
+up-prod: venv redis postgres
+	$(PY) -m tools.prod_stack up
+
+down-prod: venv
+	$(PY) -m tools.prod_stack down
+
+status-prod: venv
+	$(PY) -m tools.prod_stack status
+
+demo-prod: venv redis postgres
+	$(PY) -m tools.prod_stack demo
 
 bench: venv
 	@for b in bench/[!_]*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -17,6 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -164,13 +165,68 @@ class Stack:
             text=True,
         )
 
-    def _spawn(self, name: str, argv: list[str]) -> None:
+    def _spawn(
+        self, name: str, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start ``argv`` detached in a session (process group) of its own, logging to ``run/<name>.log``.
+
+        ``run/<name>.pid`` holds its PID and ``run/<name>.started`` its start time, so that ``running``
+        and ``down`` never take a recycled PID for it (a stale PID file after a reboot or a crash).
+        """
         self.run_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.run_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
         proc = subprocess.Popen(
-            argv, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            argv,
+            env=env if env is not None else self.env(),
+            cwd=cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
+        log.close()
         (self.run_dir / f"{name}.pid").write_text(str(proc.pid))
+        (self.run_dir / f"{name}.started").write_text(start_time(proc.pid) or "")
+        return proc
+
+    def own_pid(self, name: str) -> int | None:
+        """PID of component ``name`` if it is alive and still the process this stack started.
+
+        A PID file whose PID now belongs to another process (its start time differs), or whose process
+        has exited with nothing left in its group, is stale: it is removed and None returned, so nothing
+        else is ever signalled. If the process exited but left children in its group, the file stays
+        for ``down`` to stop them (see ``_own_group``).
+        """
+        pid_file = self.run_dir / f"{name}.pid"
+        try:
+            pid = int(pid_file.read_text())
+        except (OSError, ValueError):
+            pid_file.unlink(missing_ok=True)
+            return None
+        reap(pid)
+        started_file = pid_file.with_suffix(".started")
+        recorded = started_file.read_text().strip() if started_file.exists() else ""
+        alive = _exists(lambda: os.kill(pid, 0))
+        if alive and (not recorded or start_time(pid) in (None, recorded)):
+            return pid
+        if alive or not _exists(lambda: os.killpg(pid, 0)):  # a recycled PID, or nothing of ours left
+            pid_file.unlink(missing_ok=True)
+            started_file.unlink(missing_ok=True)
+        return None
+
+    def _own_group(self, name: str) -> int | None:
+        """Process group of component ``name`` to stop: its leader's PID, if the group is still ours.
+
+        With the leader alive, that is ``own_pid``. With the leader gone, the children it left (a
+        Celery worker's pool, a task) may still run in its group, whose number is the leader's PID:
+        Linux never hands out a PID that still names a live process group, so it is still ours.
+        """
+        pid = self.own_pid(name)
+        if pid is not None:
+            return pid
+        try:
+            return int((self.run_dir / f"{name}.pid").read_text())  # kept by own_pid: the group is left
+        except (OSError, ValueError):
+            return None
 
     def prepare(self) -> None:
         """Migrate the Airflow DB and load airflow_settings.yaml (idempotent)."""
@@ -256,33 +312,29 @@ class Stack:
 
     def running(self) -> list[str]:
         """Names of the components whose process is alive; stale PID files are removed on the way."""
-        alive = []
-        for pid_file in sorted(self.run_dir.glob("*.pid")) if self.run_dir.exists() else []:
-            try:
-                os.kill(int(pid_file.read_text()), 0)
-                alive.append(pid_file.stem)
-            except (OSError, ValueError):
-                pid_file.unlink(missing_ok=True)
-        return alive
+        pid_files = sorted(self.run_dir.glob("*.pid")) if self.run_dir.exists() else []
+        return [f.stem for f in pid_files if self.own_pid(f.stem) is not None]
 
     def down(self, timeout: float = 30.0) -> None:
         """SIGTERM each process group, SIGKILL what is left after ``timeout`` s; safe if nothing runs."""
         pids = {}
         for pid_file in self.run_dir.glob("*.pid") if self.run_dir.exists() else []:
+            pid = self._own_group(pid_file.stem)  # never a PID that is no longer ours
             try:
-                pid = int(pid_file.read_text())
-                os.killpg(pid, signal.SIGTERM)
-                pids[pid] = pid_file
-            except (OSError, ValueError):
+                if pid is not None:
+                    os.killpg(pid, signal.SIGTERM)
+                    pids[pid] = pid_file
+            except OSError:
                 pid_file.unlink(missing_ok=True)
         deadline = time.monotonic() + timeout
         while pids and time.monotonic() < deadline:
             for pid, pid_file in list(pids.items()):
-                _reap(pid)
+                reap(pid)
                 try:
                     os.killpg(pid, 0)
                 except OSError:
                     pid_file.unlink(missing_ok=True)
+                    pid_file.with_suffix(".started").unlink(missing_ok=True)
                     del pids[pid]
             time.sleep(0.5)
         for pid, pid_file in pids.items():
@@ -291,9 +343,33 @@ class Stack:
             except OSError:
                 pass
             pid_file.unlink(missing_ok=True)
+            pid_file.with_suffix(".started").unlink(missing_ok=True)
 
 
-def _reap(pid: int) -> None:
+def start_time(pid: int) -> str | None:
+    """When ``pid`` started, in clock ticks since boot (``/proc/<pid>/stat``); None without /proc.
+
+    With the PID it identifies one process for good: a PID is reused, never together with its start time.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after the command name
+
+
+def _exists(signal_zero: Callable[[], None]) -> bool:
+    """Whether sending signal 0 (``os.kill(pid, 0)``, ``os.killpg(pgid, 0)``) finds its target."""
+    try:
+        signal_zero()
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, but is not ours to signal
+        return True
+    return True
+
+
+def reap(pid: int) -> None:
     """Collect ``pid``'s exit status if this process started it (the demo, the tests, the benches).
 
     Until then an exited component is a zombie, and its process group still "exists" for

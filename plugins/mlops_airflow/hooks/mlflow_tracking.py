@@ -1,7 +1,8 @@
-"""MLflow tracking URI from an Airflow connection, with the embedded default as fallback."""
+"""MLflow tracking URI and login from an Airflow connection, with the embedded default as fallback."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from airflow.sdk import BaseHook
@@ -9,13 +10,16 @@ from airflow.sdk.exceptions import AirflowNotFoundException
 
 from mlops_airflow.exceptions import PipelineFailed
 
+CREDENTIAL_VARIABLES = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
+
 
 class MlflowHook(BaseHook):
-    """Resolves the tracking URI.
+    """Resolves the tracking URI and the login.
 
     Connection ``mlflow_default`` (type ``http``: host, port, schema; or any type with extra
-    ``tracking_uri``). If the default connection is absent, ``MLFLOW_TRACKING_URI`` or the embedded
-    SQLite store is used; a *named* connection that is absent is an error, not a silent fallback.
+    ``tracking_uri``; login and password when the server authenticates, e.g. MLflow's basic-auth
+    app). If the default connection is absent, ``MLFLOW_TRACKING_URI`` or the embedded SQLite store
+    is used; a *named* connection that is absent is an error, not a silent fallback.
     """
 
     conn_name_attr = "mlflow_conn_id"
@@ -30,7 +34,12 @@ class MlflowHook(BaseHook):
 
     def get_tracking_uri(self) -> str:
         """The URI from the connection (extra ``tracking_uri``, else scheme/host/port); a missing or
-        incomplete named connection fails without retry (a retry cannot fix configuration)."""
+        incomplete named connection fails without retry (a retry cannot fix configuration).
+
+        The connection's login becomes this process's MLflow login (``MLFLOW_TRACKING_USERNAME`` /
+        ``PASSWORD``, which MLflow's client reads on every request): a task's own MLflow calls
+        authenticate as the connection says, whatever the worker's environment holds.
+        """
         from include.mlops.tracking import default_tracking_uri
 
         try:
@@ -46,14 +55,22 @@ class MlflowHook(BaseHook):
             ) from None
         extra = conn.extra_dejson
         if extra.get("tracking_uri"):
-            return extra["tracking_uri"]
-        if not conn.host:
+            uri = extra["tracking_uri"]
+        elif not conn.host:
             raise PipelineFailed(
                 f"connection {self.mlflow_conn_id!r} has neither a host nor extra.tracking_uri"
             )
-        scheme = conn.schema or "http"
-        port = f":{conn.port}" if conn.port else ""
-        return f"{scheme}://{conn.host}{port}"
+        else:
+            scheme = conn.schema or "http"
+            port = f":{conn.port}" if conn.port else ""
+            uri = f"{scheme}://{conn.host}{port}"
+        credentials = _credentials(conn.login, conn.password)
+        if credentials:
+            for name in CREDENTIAL_VARIABLES:  # no stale token next to a login, or the reverse
+                os.environ.pop(name, None)
+            os.environ.update(credentials)
+            self.log.info("MLflow login: %s (connection %r)", conn.login or "token", self.mlflow_conn_id)
+        return uri
 
     def job_credentials(self) -> dict[str, str]:
         """``MLFLOW_TRACKING_USERNAME``/``PASSWORD`` (or ``TOKEN``) for a remote job, from the connection.
@@ -65,11 +82,16 @@ class MlflowHook(BaseHook):
             conn = self.get_connection(self.mlflow_conn_id)
         except AirflowNotFoundException:
             return {}
-        env = {}
-        if conn.login:
-            env["MLFLOW_TRACKING_USERNAME"] = conn.login
-            if conn.password:
-                env["MLFLOW_TRACKING_PASSWORD"] = conn.password
-        elif conn.password:
-            env["MLFLOW_TRACKING_TOKEN"] = conn.password
-        return env
+        return _credentials(conn.login, conn.password)
+
+
+def _credentials(login: str | None, password: str | None) -> dict[str, str]:
+    """MLflow's credential variables for a connection's login and password (a password alone is a token)."""
+    env = {}
+    if login:
+        env["MLFLOW_TRACKING_USERNAME"] = login
+        if password:
+            env["MLFLOW_TRACKING_PASSWORD"] = password
+    elif password:
+        env["MLFLOW_TRACKING_TOKEN"] = password
+    return env
