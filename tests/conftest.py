@@ -35,10 +35,20 @@ def pipelines_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
+def _forget_object_store_clients() -> None:
+    """Drop fsspec's cached ``s3://`` / ``gs://`` file systems: they keep the endpoint (a module's moto
+    or GCS emulator, read from the environment when first made) after that server is gone, and the
+    cache key does not see the environment change."""
+    for module, name in (("s3fs", "S3FileSystem"), ("gcsfs", "GCSFileSystem")):
+        loaded = sys.modules.get(module)
+        if loaded is not None:
+            getattr(loaded, name).clear_instance_cache()
+
+
 @contextmanager
 def _mlflow_uris_kept() -> Iterator[None]:
     """Put MLflow's process-wide tracking and registry URIs (and the variables it mirrors them to)
-    back as they were: ``tracking.client`` sets them, as it should in a task's own process, but in
+    back as they were, and forget cached object-store clients (``_forget_object_store_clients``): ``tracking.client`` sets them, as it should in a task's own process, but in
     pytest a module's dead server would otherwise stay the registry of every later module."""
     tracking = sys.modules.get("mlflow.tracking._tracking_service.utils")
     registry = sys.modules.get("mlflow.tracking._model_registry.utils")
@@ -47,7 +57,9 @@ def _mlflow_uris_kept() -> Iterator[None]:
         getattr(registry, "_registry_uri", None),
         {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")},
     )
+    _forget_object_store_clients()
     yield
+    _forget_object_store_clients()
     tracking = sys.modules.get("mlflow.tracking._tracking_service.utils")  # imported meanwhile?
     registry = sys.modules.get("mlflow.tracking._model_registry.utils")
     if tracking is not None:

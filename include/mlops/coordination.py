@@ -179,7 +179,7 @@ def lock_key(name: str) -> int:
 _engines: dict[str, Engine] = {}
 _engines_pid = os.getpid()
 _engines_lock = threading.Lock()
-_ready: set[str] = set()  # URLs whose schema this process has seen at SCHEMA_VERSION
+_ready: set[str] = set()  # stores (see _identity) whose schema this process has seen at SCHEMA_VERSION
 
 
 def _forget_engines_after_fork() -> None:
@@ -222,8 +222,15 @@ def _create_engine(store_url: str) -> Engine:
             file = sqlite_file(store_url)
             if file is not None:
                 file.parent.mkdir(parents=True, exist_ok=True)
+            # No pool for a file: a pooled connection would keep reading a file that was deleted and
+            # re-created (a stack's state folder reset), seeing none of the new rows. Opening a
+            # SQLite file costs well under a millisecond.
+            from sqlalchemy.pool import NullPool
+
             created = create_engine(
-                store_url, connect_args={"timeout": BUSY_TIMEOUT, "check_same_thread": False}
+                store_url,
+                connect_args={"timeout": BUSY_TIMEOUT, "check_same_thread": False},
+                **({"poolclass": NullPool} if file is not None else {}),
             )
             event.listen(created, "connect", _sqlite_connect)
             event.listen(created, "begin", _sqlite_begin)
@@ -372,7 +379,8 @@ def ensure_schema(store_url: str | None = None) -> int:
     """Create or upgrade the store's tables to ``SCHEMA_VERSION`` (idempotent; safe from several
     processes at once); returns the version. Checked once per process and URL."""
     store_url = normalize(store_url) if store_url else url()
-    if store_url in _ready:
+    identity = _identity(store_url)
+    if identity is not None and identity in _ready:
         return SCHEMA_VERSION
     from sqlalchemy import text
 
@@ -416,8 +424,16 @@ def ensure_schema(store_url: str | None = None) -> int:
                     )
     if current > SCHEMA_VERSION:
         raise _too_new(store_url, current)
-    _ready.add(store_url)
+    if identity is not None:
+        _ready.add(identity)
     return max(current, SCHEMA_VERSION)
+
+
+def _identity(store_url: str) -> str | None:
+    """What ``_ready`` remembers; None for a SQLite file, whose schema is checked on every use (one
+    local query): a file deleted and re-created under the same name (even with the same inode
+    number) has no tables yet."""
+    return None if sqlite_file(store_url) is not None else store_url
 
 
 def schema_version(store_url: str | None = None) -> int:

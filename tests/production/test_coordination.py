@@ -40,7 +40,7 @@ def _tables(url: str) -> set[str]:
 def test_schema_is_created_once_versioned_and_in_its_own_postgres_schema(store_url):
     assert coordination.schema_version(store_url) == 0
     assert coordination.ensure_schema(store_url) == coordination.SCHEMA_VERSION
-    coordination._ready.discard(store_url)  # as a new process would
+    coordination._ready.clear()  # as a new process would
     assert coordination.ensure_schema(store_url) == coordination.SCHEMA_VERSION
     assert coordination.schema_version(store_url) == coordination.SCHEMA_VERSION
     with coordination.transaction(store_url) as conn:
@@ -92,7 +92,7 @@ def test_a_newer_schema_is_refused_with_advice(store_url):
     coordination.ensure_schema(store_url)
     with coordination.transaction(store_url, write=True) as conn:
         conn.execute(text("INSERT INTO mlops_schema_version VALUES (99, 'from the future', 0)"))
-    coordination._ready.discard(store_url)
+    coordination._ready.clear()
     with pytest.raises(CoordinationStoreError, match="schema version 99, newer than this code's"):
         coordination.ensure_schema(store_url)
 
@@ -212,3 +212,27 @@ def test_production_mode_writes_no_coordination_state_to_local_disk(pg_url, stat
     retraining.record(find_spec("churn"), None, requested=False, reason="nothing")
     written = [p for p in Path(state).rglob("*") if p.is_file()] if Path(state).exists() else []
     assert written == []
+
+
+def test_a_sqlite_store_deleted_and_re_created_is_read_afresh(tmp_path):
+    """A stack's state folder reset under a long-lived process (a test driver, a triggerer): it must
+    read the new file, not keep a pooled connection to the deleted one, and re-check its schema."""
+    import sqlite3
+
+    from sqlalchemy import text
+
+    path = tmp_path / "coordination.sqlite3"
+    store_url = coordination.normalize(path)
+    coordination.ensure_schema(store_url)
+    with coordination.engine(store_url).connect() as conn:
+        conn.execute(text("SELECT 1")).scalar()
+    for leftover in tmp_path.glob("coordination.sqlite3*"):
+        leftover.unlink()
+    with sqlite3.connect(path) as other:  # another process's new store, under the same name
+        other.execute("CREATE TABLE marker (x INTEGER)")
+        other.execute("INSERT INTO marker VALUES (7)")
+    with coordination.engine(store_url).connect() as conn:
+        assert conn.execute(text("SELECT x FROM marker")).scalar() == 7
+    assert coordination.ensure_schema(store_url) == coordination.SCHEMA_VERSION  # tables made again
+    with coordination.engine(store_url).connect() as conn:
+        assert conn.execute(text(f"SELECT COUNT(*) FROM {coordination.VERSION_TABLE}")).scalar() >= 1
