@@ -377,6 +377,19 @@ def test_a_retry_reuses_the_finished_job(world, trained_sync):
     assert task_pods(world, ctx, ever=True) == []
 
 
+def test_a_retry_that_reuses_the_record_deletes_the_earlier_pod(world, published):
+    """The worker died after the pod succeeded and before the task resumed: the retry leaves no pod."""
+    ctx = context_for("kube__train", "train", "manual__orphaned")
+    with pytest.raises(TaskDeferred):
+        operator("kube", deferrable=True).execute(ctx)  # the pod runs; the task's worker then dies
+    deadline = time.monotonic() + 120
+    while [p["status"].get("phase") for p in task_pods(world, ctx)] != ["Succeeded"]:
+        assert time.monotonic() < deadline, "the pod did not succeed"
+        time.sleep(0.2)
+    result = run(operator("kube", deferrable=True), ctx)  # the retry
+    check_trained(world, result, ctx)  # the record of the first try, and its pod deleted
+
+
 def wait_running(world, ctx) -> dict[str, Any]:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

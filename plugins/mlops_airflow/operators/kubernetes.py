@@ -94,7 +94,8 @@ class KubernetesStageOperator(RemoteStageOperator):
     kept on the inner operator (``pod_operator.pod``) before any waiting; the provider pushes it to
     XCom as ``pod_name`` / ``pod_namespace`` as well. A retry first reuses a succeeded result record,
     then reattaches to a pod of the same task instance that still runs (``durable``), and only then
-    creates one. The job's logs are in the task log (``get_logs``); the pod's events are logged
+    creates one. When the task ends, any pod of its task instance still there (the provider's delete
+    failed, or an earlier try's pod whose record the retry reused) is deleted (``sweep``). The job's logs are in the task log (``get_logs``); the pod's events are logged
     when it fails.
 
     Deferrable by default (Airflow's ``[operators] default_deferrable``): the provider's
@@ -285,8 +286,39 @@ class KubernetesStageOperator(RemoteStageOperator):
                 f"{self.kubernetes.kubernetes_conn_id!r}: {one_line(exc)}"
             ) from exc
         except AirflowException as exc:
-            return self.failed(context, pod_operator, exc)
+            try:
+                return self.failed(context, pod_operator, exc)
+            finally:
+                self.sweep(context, pod_operator)
+        self.sweep(context, pod_operator)
         return self.collect(context)
+
+    def sweep(self, context: Context, pod_operator: KubernetesPodOperator | None = None) -> None:
+        """Delete every pod of this task instance still there, whichever try made it: none outlives the task.
+
+        The provider deletes the pod it waited for but only logs when that fails (an API hiccup), and a
+        retry that reuses a finished job's record never sees the pod of the try that ran it.
+        """
+        from airflow.sdk.exceptions import AirflowException
+        from kubernetes.client.exceptions import ApiException
+        from kubernetes.config import ConfigException
+        from urllib3.exceptions import HTTPError
+
+        namespace = self.kubernetes.namespace
+        selector = ",".join(f"{key}={value}" for key, value in self.lineage_of(context).labels().items())
+        try:
+            runner = pod_operator or self.pod_operator(context)
+            for pod in runner.client.list_namespaced_pod(namespace, label_selector=selector).items:
+                if pod.metadata.deletion_timestamp is None:
+                    self.log.info("Deleting pod %s/%s of this task instance", namespace, pod.metadata.name)
+                    runner.pod_manager.delete_pod(pod)
+        except (ApiException, HTTPError, ConfigException, AirflowException) as exc:
+            self.log.warning(
+                "Could not check that no pod of this task is left (%s); see kubectl -n %s get pods -l %s",
+                one_line(exc),
+                namespace,
+                selector,
+            )
 
     def refused(self, exc: Any) -> Exception:
         """The Kubernetes API answered with an error: refused requests fail, outages are retried."""

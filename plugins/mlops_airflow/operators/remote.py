@@ -159,6 +159,7 @@ class RemoteStageOperator(PipelineOperator):
                 self.stage,
                 self.record_uri(context),
             )
+            self.sweep(context)
             return self.finish(context, done["result"])
         self.log.info("Running %s for pipeline %s on %s", self.stage, self.pipeline, self.backend)
         return self.submit(context)
@@ -166,6 +167,9 @@ class RemoteStageOperator(PipelineOperator):
     def submit(self, context: Context) -> Any:
         """Build the provider's operator and run it, then ``collect``; each backend implements it."""
         raise NotImplementedError
+
+    def sweep(self, context: Context) -> None:
+        """Remove what earlier tries of this task instance left on the platform (jobs that end by themselves: nothing)."""
 
     def collect(self, context: Context, *, job_error: str | None = None) -> Any:
         """Turn the job's result record into the task's outcome.
