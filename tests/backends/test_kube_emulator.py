@@ -396,11 +396,12 @@ def test_the_api_refuses_what_a_real_apiserver_refuses(cluster, v1, kube_namespa
 def test_selectors_patches_and_watches_behave_like_the_api(cluster, v1, kube_namespace):
     from kubernetes import watch
 
+    # Before the pods exist: a pod may finish before a list made after its creation answers.
+    since = v1.list_namespaced_pod(kube_namespace).metadata.resource_version
     for name, tier in (("one", "a"), ("two", "b"), ("three", "c")):
         body = pod_body(name, "print(1)")
         body["metadata"]["labels"] = {"tier": tier, "run": "r1"}
         v1.create_namespaced_pod(kube_namespace, body)
-    since = v1.list_namespaced_pod(kube_namespace).metadata.resource_version
 
     def names(**kw: Any) -> list[str]:
         return sorted(p.metadata.name for p in v1.list_namespaced_pod(kube_namespace, **kw).items)
@@ -413,7 +414,7 @@ def test_selectors_patches_and_watches_behave_like_the_api(cluster, v1, kube_nam
         wait_phase(cluster, kube_namespace, name)
     assert names(field_selector="status.phase=Succeeded,metadata.name!=one") == ["three", "two"]
 
-    seen = []
+    seen, watched = [], set()
     for event in watch.Watch().stream(
         v1.list_namespaced_pod,
         kube_namespace,
@@ -422,9 +423,11 @@ def test_selectors_patches_and_watches_behave_like_the_api(cluster, v1, kube_nam
         timeout_seconds=2,
     ):
         seen.append((event["type"], event["object"].status.phase))
+        watched.add(event["object"].metadata.name)
         if event["object"].status.phase == "Succeeded":
             break
-    assert seen[-1] == ("MODIFIED", "Succeeded") and {t for t, _ in seen} == {"MODIFIED"}
+    assert seen[0][0] == "ADDED" and seen[-1] == ("MODIFIED", "Succeeded")
+    assert {t for t, _ in seen[1:]} == {"MODIFIED"} and watched == {"one"}  # tier=a only
     pages = v1.list_namespaced_pod(kube_namespace, limit=2)
     assert len(pages.items) == 2 and pages.metadata.remaining_item_count == 1
     assert len(v1.list_namespaced_pod(kube_namespace, limit=2, _continue=pages.metadata._continue).items) == 1
