@@ -39,6 +39,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -397,8 +398,24 @@ class ProdStack(Stack):
         return [self.worker_name(i) for i in range(1, self.workers + 1)]
 
     def processes(self) -> list[str]:
-        """Every process ``up`` starts (Postgres aside, which ``tools.postgres`` runs)."""
+        """Every process ``up`` starts (Postgres aside, which ``tools.postgres`` runs; the supervisor
+        aside, which starts last)."""
         return ["redis", "s3", "mlflow", *COMPONENTS, *self.worker_names()]
+
+    def supervised(self) -> list[str]:
+        """What ``tools.supervisor`` starts again when it exits: MLflow, Airflow's components and the
+        workers. Not Redis and the object store: they stand for managed services (ElastiCache, S3),
+        and moto keeps its objects in memory, so a restarted one would be a different, empty store."""
+        return ["mlflow", *COMPONENTS, *self.worker_names()]
+
+    def hold(self, name: str) -> None:
+        """Mark ``name`` as stopped on purpose (``docker compose stop``): the supervisor leaves it down."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / f"{name}.held").touch()
+
+    def release(self, name: str) -> None:
+        """The supervisor may start ``name`` again when it is down."""
+        (self.run_dir / f"{name}.held").unlink(missing_ok=True)
 
     def up(self, wait: float = 300.0) -> None:
         """Start everything from empty stores and wait until it is healthy (``SystemExit`` if not)."""
@@ -434,6 +451,18 @@ class ProdStack(Stack):
             argv += ["--queues", "default", "--skip-serve-logs"]  # task logs go to S3, not a log server
             self._spawn(name, argv, env=self.worker_env(i), cwd=self.worker_dir(i) / "work")
         self.wait_healthy(wait)
+        self.start_supervisor()  # last: a component that fails to start must fail ``up``, not loop
+
+    def start_supervisor(self) -> None:
+        """Start ``tools.supervisor`` on ``supervised()``, judging health by Airflow's health endpoint."""
+        config = {
+            "components": self.supervised(),
+            "health_url": f"{self.api_url}/api/v2/monitor/health",
+            "health": {"scheduler": "scheduler", "triggerer": "triggerer", "dag-processor": "dag_processor"},
+            "unhealthy_after": 60,
+        }
+        (self.run_dir / "supervisor.json").write_text(json.dumps(config, indent=2))
+        self._spawn("supervisor", [sys.executable, "-m", "tools.supervisor", str(self.state)], cwd=ROOT)
 
     def prepare_mlflow(self) -> None:
         """MLflow's tracking and user stores migrated, the tasks' user in place (``tools.mlflow_db``,
@@ -601,7 +630,15 @@ class ProdStack(Stack):
         return sorted(node.split("@", 1)[0] for reply in replies for node in reply)
 
     def down(self, timeout: float = 30.0) -> None:
-        """Stop every process this stack started (process groups), then the Postgres cluster."""
+        """Stop every process this stack started (process groups), then the Postgres cluster.
+
+        The supervisor goes first: it would start again what ``down`` stops."""
+        pid = self.own_pid("supervisor")
+        if pid is not None:
+            os.killpg(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            while self.own_pid("supervisor") is not None and time.monotonic() < deadline:
+                time.sleep(0.1)
         super().down(timeout)
         try:
             self.postgres.stop()

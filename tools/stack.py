@@ -172,12 +172,17 @@ class Stack:
 
         ``run/<name>.pid`` holds its PID and ``run/<name>.started`` its start time, so that ``running``
         and ``down`` never take a recycled PID for it (a stale PID file after a reboot or a crash).
+        ``run/<name>.spawn.json`` (mode 0600: the environment holds secrets) records how, for ``respawn``.
         """
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        env = env if env is not None else self.env()
+        recorded = self.run_dir / f"{name}.spawn.json"
+        recorded.touch(mode=0o600)
+        recorded.write_text(json.dumps({"argv": argv, "env": env, "cwd": str(cwd) if cwd else None}))
         log = open(self.run_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
         proc = subprocess.Popen(
             argv,
-            env=env if env is not None else self.env(),
+            env=env,
             cwd=cwd,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -187,6 +192,19 @@ class Stack:
         (self.run_dir / f"{name}.pid").write_text(str(proc.pid))
         (self.run_dir / f"{name}.started").write_text(start_time(proc.pid) or "")
         return proc
+
+    def respawn(self, name: str) -> subprocess.Popen[bytes]:
+        """Start component ``name`` again exactly as it was last started, as a container restarts:
+        what its dead leader left in its process group is killed first."""
+        spawn = json.loads((self.run_dir / f"{name}.spawn.json").read_text())
+        if self.own_pid(name) is None and (group := self._own_group(name)) is not None:
+            try:
+                os.killpg(group, signal.SIGKILL)
+            except OSError:
+                pass
+        return self._spawn(
+            name, spawn["argv"], env=spawn["env"], cwd=Path(spawn["cwd"]) if spawn["cwd"] else None
+        )
 
     def own_pid(self, name: str) -> int | None:
         """PID of component ``name`` if it is alive and still the process this stack started.

@@ -5,8 +5,10 @@ attributes (PID files in ``run_dir``, ports in ``config``, ``worker_env``, ``mlf
 
 - ``kill_worker`` / ``start_worker``: SIGKILL a Celery worker "host" (its process group and every
   process below it, including task processes in groups of their own, as a dead host loses them all)
-  and start it again with the same command ``up`` uses;
-- ``stop_mlflow`` / ``start_mlflow``: the tracking server down and back (its stores are external);
+  and start it again with the same command ``up`` used (``respawn``); while it is down it is
+  ``hold``-marked, so the stack's supervisor leaves it down as a dead host would stay;
+- ``stop_mlflow`` / ``start_mlflow``: the tracking server down (held as well) and back (its stores
+  are external);
 - ``cut_object_store`` / ``restore_object_store``: moto's server listens on an inner port behind a
   TCP forwarder on the stack's S3 port; stopping the forwarder makes the object store refuse
   connections while moto keeps its (in-memory) buckets;
@@ -160,15 +162,16 @@ class FaultStack(ProdStack):
         return self.worker_names().index(hostname) + 1
 
     def kill_worker(self, index: int) -> list[int]:
-        """SIGKILL worker ``index`` as a host that dies: its group and every task process below it."""
+        """SIGKILL worker ``index`` as a host that dies (and stays down until ``start_worker``): its
+        group and every task process below it."""
+        self.hold(self.worker_name(index))
         return self._kill(self.worker_name(index), signal.SIGKILL)
 
     def start_worker(self, index: int, timeout: float = 180.0) -> None:
-        """Start worker ``index`` with the command ``up`` uses; wait until it answers a ping."""
+        """Start worker ``index`` again as ``up`` started it; wait until it answers a ping."""
         name = self.worker_name(index)
-        argv = [sys.executable, "-m", "airflow", "celery", "worker", "--celery-hostname", f"{name}@%h"]
-        argv += ["--queues", "default", "--skip-serve-logs"]
-        self._spawn(name, argv, env=self.worker_env(index), cwd=self.worker_dir(index) / "work")
+        self.respawn(name)
+        self.release(name)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if name not in self.running():
@@ -179,12 +182,14 @@ class FaultStack(ProdStack):
         raise RuntimeError(f"{name} did not answer a ping within {timeout:.0f}s")
 
     def stop_mlflow(self) -> None:
-        """The MLflow tracking server goes down (SIGKILL: no goodbye to its clients)."""
+        """The MLflow tracking server goes down (SIGKILL: no goodbye to its clients) and stays down."""
+        self.hold("mlflow")
         self._kill("mlflow", signal.SIGKILL)
 
     def start_mlflow(self, timeout: float = 120.0) -> None:
-        """Start the MLflow server with the command ``up`` uses; wait until it answers /health."""
-        self._spawn("mlflow", self._mlflow_argv(), env=self.mlflow_env())
+        """Start the MLflow server again as ``up`` started it; wait until it answers /health."""
+        self.respawn("mlflow")
+        self.release("mlflow")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
