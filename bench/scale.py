@@ -82,9 +82,7 @@ def start_worker(stack: ProdStack, index: int, env: dict[str, str], timeout: flo
     file in the stack's run folder, so that ``down`` stops it too).
     """
     name = stack.worker_name(index)
-    argv = [sys.executable, "-m", "airflow", "celery", "worker", "--celery-hostname", f"{name}@%h"]
-    argv += ["--queues", "default", "--skip-serve-logs"]
-    stack._spawn(name, argv, env=env, cwd=stack.worker_dir(index) / "work")
+    stack.start_worker_process(index, env)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if name not in stack.running():

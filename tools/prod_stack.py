@@ -446,10 +446,8 @@ class ProdStack(Stack):
         self.prepare()
         for component in COMPONENTS:
             self._spawn(component, [sys.executable, "-m", "airflow", component], cwd=self.control_dir)
-        for i, name in enumerate(self.worker_names(), 1):
-            argv = [sys.executable, "-m", "airflow", "celery", "worker", "--celery-hostname", f"{name}@%h"]
-            argv += ["--queues", "default", "--skip-serve-logs"]  # task logs go to S3, not a log server
-            self._spawn(name, argv, env=self.worker_env(i), cwd=self.worker_dir(i) / "work")
+        for i in range(1, self.workers + 1):
+            self.start_worker_process(i)
         self.wait_healthy(wait)
         self.start_supervisor()  # last: a component that fails to start must fail ``up``, not loop
 
@@ -463,6 +461,14 @@ class ProdStack(Stack):
         }
         (self.run_dir / "supervisor.json").write_text(json.dumps(config, indent=2))
         self._spawn("supervisor", [sys.executable, "-m", "tools.supervisor", str(self.state)], cwd=ROOT)
+
+    def start_worker_process(self, index: int, env: dict[str, str] | None = None) -> None:
+        """Start Celery worker ``index`` on its own "host" (folders, host name); ``env`` replaces
+        ``worker_env(index)`` (e.g. taken before the caller's environment changed)."""
+        name = self.worker_name(index)
+        argv = [sys.executable, "-m", "airflow", "celery", "worker", "--celery-hostname", f"{name}@%h"]
+        argv += ["--queues", "default", "--skip-serve-logs"]  # task logs go to S3, not a log server
+        self._spawn(name, argv, env=env or self.worker_env(index), cwd=self.worker_dir(index) / "work")
 
     def prepare_mlflow(self) -> None:
         """MLflow's tracking and user stores migrated, the tasks' user in place (``tools.mlflow_db``,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.production.stack_fixtures import prod_env, prod_stack  # noqa: F401 - the stack fixtures
+from tests.production.stack_fixtures import prod_env, prod_module_env, prod_stack  # noqa: F401 - the stack fixtures
 from tools.postgres import Cluster, binary
 
 

@@ -7,8 +7,8 @@ connection's. The tasks log into MLflow with that connection's login only: the w
 holds no MLflow credential, and the registered model the train task created belongs to the
 connection's user.
 
-The stack is this module's own (not the session's ``prod_stack``): its pipelines folder adds
-``gated``, churn with ``registry.approval: manual``, so that a promote run waits for an approval.
+The stack is the session's (``tests/production/stack_fixtures.py``); its pipeline ``gated`` is churn
+with ``registry.approval: manual``, so that a promote run waits for an approval.
 """
 
 from __future__ import annotations
@@ -16,21 +16,16 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
-import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from tools.airflow_api import AirflowApi, ApiError
 from tools.prod_stack import MLFLOW_TASK_USER, ProdStack
-from tools.stack import ROOT, free_port
 
 pytestmark = [pytest.mark.production, pytest.mark.e2e, pytest.mark.slow]
 
@@ -39,41 +34,10 @@ TIMEOUT = 600
 THINK_SECONDS = 10  # see tests/e2e/test_approval_e2e.py: an instant answer races the executor's report
 
 
-def _write_gated(folder: Path) -> None:
-    """churn with a manual approval before promotion, under its own name, model and folders."""
-    folder.mkdir(parents=True)
-    spec = yaml.safe_load((ROOT / "include" / "pipelines" / "churn.yaml").read_text(encoding="utf-8"))
-    spec["name"] = PIPELINE
-    spec["description"] = "churn, with promotion waiting for a human approval"
-    spec["data"]["landing"] = "{MLOPS_DATA_ROOT}/landing/gated"
-    spec["inference"]["input"] = "{MLOPS_DATA_ROOT}/scoring/gated"
-    spec["inference"]["output"] = "{MLOPS_DATA_ROOT}/predictions/gated"
-    spec["registry"] = {"model_name": PIPELINE, "approval": "manual"}
-    spec["evaluation"].pop("slices", None)
-    (folder / f"{PIPELINE}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
-
-
 @pytest.fixture(scope="module")
-def stack() -> Iterator[ProdStack]:
-    """A production stack whose only pipeline is ``gated``; this module's process in its environment."""
-    if not shutil.which("redis-server"):
-        pytest.fail("redis-server is not installed: run `make redis`")
-    folder = Path(tempfile.mkdtemp(prefix="mlops-auth-"))
-    folder.chmod(0o755)
-    _write_gated(folder / "pipelines")
-    stack = ProdStack(state=folder, airflow_port=free_port(), mlflow_port=free_port(), disable_schedules=True)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLOPS_PIPELINES_DIR", str(folder / "pipelines"))
-        for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
-            mp.delenv(name, raising=False)  # the workers inherit nothing from this process
-        try:
-            stack.up()
-            for key, value in stack.env().items():  # the driver: same object store, MLflow, store
-                mp.setenv(key, value)
-            yield stack
-        finally:
-            stack.down()
-            shutil.rmtree(folder, ignore_errors=True)
+def stack(prod_module_env: ProdStack) -> ProdStack:
+    """The session's production stack (its pipelines include ``gated``), this module in its environment."""
+    return prod_module_env
 
 
 def api(stack: ProdStack, user: str) -> AirflowApi:

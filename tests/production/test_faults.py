@@ -1,14 +1,15 @@
 """Faults survived on the native production stack, with nothing lost or doubled (issue 13, item 5).
 
-One stack for the module (``FaultStack``: the production stack of ``tools.prod_stack`` with fault
+On the session's stack (``FaultStack``: the production stack of ``tools.prod_stack`` with fault
 hooks, and a task heartbeat timeout of 30 s instead of 300 s so that a dead worker's task is retried
-within the test), driven through the real scheduler. The first model is trained, gated, promoted
+within the test; see ``tests/production/stack_fixtures.py``), with the pipeline ``faulty`` (churn
+under its own name), driven through the real scheduler. The first model is trained, gated, promoted
 and used for scoring once (``run_short_path``); each test then breaks one thing and checks that the
 run finishes and that nothing was lost or done twice. The tests run in file order: each one leaves
-the stack whole (a killed worker or server is started again, the object store reconnected).
+the stack whole (a killed worker or server is started again, the object store reconnected), and
+the modules after this one run on it (the scenario among them: the stack still works).
 
-Postgres restarted during a run (the last test, so that nothing after it depends on how the stack
-came back): the scheduler, triggerer and dag-processor exit when their database connection is cut;
+Postgres restarted during a run (the last test of the module): the scheduler, triggerer and dag-processor exit when their database connection is cut;
 the stack's supervisor (``tools.supervisor``, the native stand-in for compose's restart policy and
 Kubernetes' liveness probes) starts them again, and the run finishes.
 
@@ -21,11 +22,9 @@ whose tasks overlap would.
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +34,10 @@ from tests.production.faults import FaultStack
 from tools.airflow_api import AirflowApi
 from tools.prod_stack import BUCKETS
 from tools.scenario import run_short_path
-from tools.stack import free_port
 
 pytestmark = [pytest.mark.production, pytest.mark.e2e, pytest.mark.slow]
 
-PIPELINE = "churn"
-HEARTBEAT = {  # what the stack should use for tests (default 300 s); see the report of issue 13
-    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
-    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
-}
+PIPELINE = "faulty"  # churn under its own name: see tests/production/stack_fixtures.py
 RUN_TIMEOUT = 600.0
 
 
@@ -53,35 +47,16 @@ def dag(stage: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[FaultStack]:
-    """A running production stack with fault hooks; this module's process in its control plane's env."""
-    if not shutil.which("redis-server"):
-        pytest.fail("redis-server is not installed: run `make redis`")
-    folder = Path(tempfile.mkdtemp(prefix="mlops-faults-"))
-    folder.chmod(0o755)
-    fault_stack = FaultStack(
-        state=folder,
-        airflow_port=free_port(),
-        mlflow_port=free_port(),
-        disable_schedules=True,
-        extra_env=dict(HEARTBEAT),
-    )
-    try:
-        with pytest.MonkeyPatch.context() as mp:
-            fault_stack.up()
-            for key, value in fault_stack.env().items():
-                mp.setenv(key, value)
-            yield fault_stack
-    finally:
-        fault_stack.down()
-        shutil.rmtree(folder, ignore_errors=True)
+def stack(prod_module_env: FaultStack) -> FaultStack:
+    """The session's production stack (a ``FaultStack``), this module's process in its environment."""
+    return prod_module_env
 
 
 @pytest.fixture(scope="module")
 def api(stack: FaultStack) -> AirflowApi:
     """The stack's REST API, with a first champion (v1) that has scored one partition."""
     client = AirflowApi(stack.api_url, *stack.admin)
-    outcome = run_short_path(client, PIPELINE, rows=4000)
+    outcome = run_short_path(client, PIPELINE, rows=4000, dataset="churn")
     assert outcome.failures == [], (outcome.failures, outcome.steps)
     return client
 
@@ -213,7 +188,14 @@ def test_two_hosts_claim_the_same_landed_files_at_once(stack: FaultStack, api: A
         before = {d["sha256"] for d in published_datasets(s)}
         stamp = int(time.time()) % 100_000  # new content on every run of the test
         landed = [
-            write_batch(s, f"race-{stamp}-{i}", rows=1500, seed=stamp + i, id_offset=(5 + i) * 1_000_000)
+            write_batch(
+                s,
+                f"race-{stamp}-{i}",
+                rows=1500,
+                seed=stamp + i,
+                id_offset=(5 + i) * 1_000_000,
+                dataset="churn",
+            )
             for i in range(3)
         ]
         results = run_on_workers(
@@ -221,7 +203,7 @@ def test_two_hosts_claim_the_same_landed_files_at_once(stack: FaultStack, api: A
             """
             from include.mlops.data.ingest import discover, ingest_claimed
             from include.mlops.spec import find_spec
-            spec = find_spec("churn")
+            spec = find_spec("faulty")
             host = os.environ["MLOPS_WORKER_HOSTNAME"]
             time.sleep(max(0.0, START_AT - time.time()))
             claimed = discover(spec, run_id=f"race-{host}")
@@ -255,7 +237,7 @@ def test_object_store_unreachable_during_ingestion(stack: FaultStack, api: Airfl
     s = spec()
     api.pause(dag("train"))  # the dataset would start a training: not this test's business
     try:
-        uri = write_batch(s, "cut-001", rows=60000, seed=51, id_offset=9_000_000)
+        uri = write_batch(s, "cut-001", rows=60000, seed=51, id_offset=9_000_000, dataset="churn")
         digest = storage.sha256(uri)
         run_id = api.trigger(dag("ingest"))
         wait_running(api, dag("ingest"), run_id, "validate")
@@ -306,7 +288,13 @@ def test_worker_killed_during_scoring(stack: FaultStack, api: AirflowApi) -> Non
     s = spec()
     partitions = [
         write_batch(
-            s, f"score-kill-{i}", rows=120000, seed=60 + i, id_offset=(20 + i) * 1_000_000, scoring=True
+            s,
+            f"score-kill-{i}",
+            rows=120000,
+            seed=60 + i,
+            id_offset=(20 + i) * 1_000_000,
+            scoring=True,
+            dataset="churn",
         )
         for i in range(2)
     ]
@@ -318,9 +306,9 @@ def test_worker_killed_during_scoring(stack: FaultStack, api: AirflowApi) -> Non
         assert_retried_elsewhere(stack, api, dag("inference"), run_id, killed, index)
     finally:
         stack.start_worker(index)
-    keys = s3_keys(stack, BUCKETS["data"], "predictions/churn/")
+    keys = s3_keys(stack, BUCKETS["data"], f"predictions/{PIPELINE}/")
     for partition in partitions:
-        folder = f"predictions/churn/{Path(partition).name}/"
+        folder = f"predictions/{PIPELINE}/{Path(partition).name}/"
         files = [k for k in keys if k.startswith(folder) and k.endswith("predictions.parquet")]
         assert [k.rsplit("/", 1)[-1] for k in files] == ["predictions.parquet"], files
     folders: dict[str, int] = {}
@@ -423,7 +411,7 @@ def test_two_promotions_at_once_on_two_workers(stack: FaultStack, api: AirflowAp
             from include.mlops.errors import PromotionRefused
             from include.mlops.model import registry
             from include.mlops.spec import find_spec
-            spec = find_spec("churn")
+            spec = find_spec("faulty")
             host = os.environ["MLOPS_WORKER_HOSTNAME"]
             version = {candidates!r}[int(host.rsplit("-", 1)[1]) - 1]
             time.sleep(max(0.0, START_AT - time.time()))
