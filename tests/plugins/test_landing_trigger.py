@@ -664,9 +664,16 @@ def test_a_watcher_that_keeps_failing_logs_an_error_saying_what_to_fix_and_keeps
     [(S3_CONN, "NoSuchBucket"), ("landing_undefined_conn", None)],  # None: boto's fallback decides
     ids=["missing-bucket", "unknown-connection"],
 )
-def test_a_watcher_names_the_s3_misconfiguration_and_the_connection_to_check(state, stores, conn_id, reason):
+def test_a_watcher_names_the_s3_misconfiguration_and_the_connection_to_check(
+    state, stores, conn_id, reason, monkeypatch
+):
     """A missing bucket or a connection that is not defined: the error names the connection to check."""
     import structlog
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        # With keys around, boto's fallback for the undefined connection would try real AWS (no
+        # network here: 35 s of retries); without, it gives up at once, as on a host without keys.
+        monkeypatch.delenv(name, raising=False)
 
     landing_uri = f"s3://no-such-bucket-{uuid.uuid4().hex[:6]}/landing"
     trigger = make_trigger(Zone(landing_uri, conn_id, None, None))  # type: ignore[arg-type]
