@@ -63,7 +63,7 @@ postgres:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends postgresql; }
 
 test: venv browser redis postgres
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadscope
 
 test-fast: venv browser redis postgres
 	$(PY) -m pytest -m "not e2e and not slow"
