@@ -12,14 +12,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from tools.stack import free_port
+from tools.stack import free_port, mlflow_server_argv
 
 
 class MlflowServer:
@@ -44,11 +43,11 @@ class MlflowServer:
 
     def argv(self) -> list[str]:
         """The server's command line."""
-        return [
-            sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
-            "--workers", "1", "--backend-store-uri", self.backend_store_uri,
-            "--serve-artifacts", "--artifacts-destination", self.artifacts_destination,
-        ]  # fmt: skip
+        return mlflow_server_argv(
+            self.port,
+            *("--backend-store-uri", self.backend_store_uri),
+            *("--serve-artifacts", "--artifacts-destination", self.artifacts_destination),
+        )
 
     def start(self) -> MlflowServer:
         """Start it without waiting (see ``wait``); its output goes to ``root/server.log``."""

@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from tools.postgres import Cluster
-from tools.stack import COMPONENTS, ROOT, Stack, free_port, port_is_free
+from tools.stack import COMPONENTS, ROOT, Stack, free_port, mlflow_server_argv, port_is_free
 
 BUCKETS = {"artifacts": "mlflow", "data": "mlops-data", "logs": "airflow-logs"}
 DATABASES = {
@@ -536,19 +536,28 @@ class ProdStack(Stack):
         port = int(self.config["s3_port"])
         self._spawn("s3", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)])
         self._wait_port("s3", port)
+        s3 = self.s3_client()
+        existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+        for bucket in BUCKETS.values():
+            if bucket not in existing:
+                s3.create_bucket(Bucket=bucket)
+
+    def s3_client(self) -> Any:
+        """A boto3 S3 client straight at the stack's object store, with its keys."""
         import boto3
 
-        s3 = boto3.client(
+        return boto3.client(
             "s3",
             endpoint_url=self.s3_url,
             aws_access_key_id=self.config["s3_access_key"],
             aws_secret_access_key=self.config["s3_secret_key"],
             region_name=S3_REGION,
         )
-        existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
-        for bucket in BUCKETS.values():
-            if bucket not in existing:
-                s3.create_bucket(Bucket=bucket)
+
+    def s3_keys(self, bucket: str, prefix: str = "") -> list[str]:
+        """Every key of ``bucket`` under ``prefix``."""
+        pages = self.s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        return [o["Key"] for page in pages for o in page.get("Contents", [])]
 
     def _wait_port(self, name: str, port: int, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -561,23 +570,11 @@ class ProdStack(Stack):
         raise SystemExit(f"{name} did not listen on 127.0.0.1:{port} within {timeout:.0f}s")
 
     def _mlflow_argv(self) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.mlflow_port),
-            "--workers",
-            "1",
-            "--serve-artifacts",
-            "--artifacts-destination",
-            f"s3://{BUCKETS['artifacts']}/",
-            "--app-name",
-            "basic-auth",
-        ]
+        return mlflow_server_argv(
+            self.mlflow_port,
+            *("--serve-artifacts", "--artifacts-destination", f"s3://{BUCKETS['artifacts']}/"),
+            *("--app-name", "basic-auth"),
+        )
 
     def _log_tail(self, name: str) -> str:
         log = self.run_dir / f"{name}.log"

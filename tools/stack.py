@@ -28,6 +28,12 @@ COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 ADMIN = ("admin", "admin")
 
 
+def mlflow_server_argv(port: int, *options: str) -> list[str]:
+    """``mlflow server`` on 127.0.0.1:``port`` with one worker, plus ``options`` (stores, auth app)."""
+    argv = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)]
+    return [*argv, "--workers", "1", *options]
+
+
 def parallelism(cpus: int | None = None) -> int:
     """Task slots of the embedded LocalExecutor: two per CPU (at least 4).
 
@@ -283,25 +289,11 @@ class Stack:
         for component in COMPONENTS:
             self._spawn(component, [sys.executable, "-m", "airflow", component])
         if self.with_mlflow_ui:
-            self._spawn(
-                "mlflow",
-                [
-                    sys.executable,
-                    "-m",
-                    "mlflow",
-                    "server",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.mlflow_port),
-                    "--workers",
-                    "1",
-                    "--backend-store-uri",
-                    embedded_store(self.state)[0],
-                    "--default-artifact-root",
-                    embedded_store(self.state)[1],
-                ],
+            store, artifacts = embedded_store(self.state)
+            argv = mlflow_server_argv(
+                self.mlflow_port, "--backend-store-uri", store, "--default-artifact-root", artifacts
             )
+            self._spawn("mlflow", argv)
         self.wait_healthy(wait)
 
     def wait_healthy(self, timeout: float) -> None:

@@ -123,7 +123,7 @@ class Supervisor:
         database_up = answer is not None and _status(answer, "metadatabase") == "healthy"
         for name, key in self.health.items():
             # With the database down nobody can heartbeat: no verdict until it is back.
-            verdicts[name] = _status(answer, key) == "healthy" if database_up and answer else None
+            verdicts[name] = _status(answer, key) == "healthy" if database_up else None
         for name, healthy in verdicts.items():
             watch = self.watches.setdefault(name, Watch(started=now))
             if healthy is None:

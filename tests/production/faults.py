@@ -35,7 +35,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tools.prod_stack import BUCKETS, S3_REGION, ProdStack
+from tools.prod_stack import BUCKETS, ProdStack
 from tools.stack import ROOT, free_port, port_is_free, reap
 
 FORWARDER = "s3-forwarder"
@@ -104,15 +104,7 @@ class FaultStack(ProdStack):
         self._spawn("s3", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(inner)])
         self._wait_port("s3", inner)
         self.restore_object_store()
-        import boto3
-
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=self.s3_url,
-            aws_access_key_id=self.config["s3_access_key"],
-            aws_secret_access_key=self.config["s3_secret_key"],
-            region_name=S3_REGION,
-        )
+        s3 = self.s3_client()
         for bucket in BUCKETS.values():
             s3.create_bucket(Bucket=bucket)
 

@@ -76,23 +76,6 @@ def fresh() -> None:
     storage.fs_for(f"s3://{BUCKETS['data']}")[0].invalidate_cache()
 
 
-def s3_keys(stack: FaultStack, bucket: str, prefix: str = "") -> list[str]:
-    """Every key of ``bucket`` under ``prefix`` (boto3 straight at the object store)."""
-    import boto3
-
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=stack.s3_url,
-        aws_access_key_id=stack.config["s3_access_key"],
-        aws_secret_access_key=stack.config["s3_secret_key"],
-        region_name="us-east-1",
-    )
-    keys: list[str] = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        keys += [o["Key"] for o in page.get("Contents", [])]
-    return keys
-
-
 def task(api: AirflowApi, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> dict[str, Any]:
     """One task instance of a run (from the run's list: run ids need no quoting there)."""
     found = [
@@ -158,6 +141,22 @@ def assert_retried_elsewhere(
     assert after["try_number"] > killed["try_number"], (killed["try_number"], after["try_number"])
     assert after["hostname"] != stack.worker_name(index), after["hostname"]
     assert after["hostname"] in stack.worker_names(), after["hostname"]
+
+
+def run_through_a_killed_host(
+    stack: FaultStack, api: AirflowApi, stage: str, task_id: str, *, after: float
+) -> str:
+    """Trigger ``stage``, SIGKILL the host of its ``task_id`` mid-task (``kill_host_of``), check that
+    the run succeeds with the task retried on the other worker, bring the host back; the run id."""
+    run_id = api.trigger(dag(stage))
+    killed, index = kill_host_of(stack, api, dag(stage), run_id, task_id, after=after)
+    try:
+        run = api.wait_run(dag(stage), run_id, timeout=RUN_TIMEOUT)
+        assert run["state"] == "success", run
+        assert_retried_elsewhere(stack, api, dag(stage), run_id, killed, index)
+    finally:
+        stack.start_worker(index)
+    return run_id
 
 
 def run_on_workers(stack: FaultStack, code: str, start_in: float = 15.0) -> list[dict[str, Any]]:
@@ -267,14 +266,7 @@ def test_object_store_unreachable_during_ingestion(stack: FaultStack, api: Airfl
 def test_worker_killed_during_training(stack: FaultStack, api: AirflowApi) -> None:
     """SIGKILL of the worker running ``train``: retried on the other worker; one model version."""
     api.pause(dag("evaluate"))  # the candidate is gated in the MLflow test below
-    run_id = api.trigger(dag("train"))
-    killed, index = kill_host_of(stack, api, dag("train"), run_id, "train", after=3.0)
-    try:
-        run = api.wait_run(dag("train"), run_id, timeout=RUN_TIMEOUT)
-        assert run["state"] == "success", run
-        assert_retried_elsewhere(stack, api, dag("train"), run_id, killed, index)
-    finally:
-        stack.start_worker(index)
+    run_id = run_through_a_killed_host(stack, api, "train", "train", after=3.0)
     versions = versions_of_run(run_id)
     assert len(versions) == 1, f"model versions of run {run_id}: {versions}"
     assert api.xcom(dag("train"), run_id, "train")["version"] == versions[0]
@@ -298,15 +290,8 @@ def test_worker_killed_during_scoring(stack: FaultStack, api: AirflowApi) -> Non
         )
         for i in range(2)
     ]
-    run_id = api.trigger(dag("inference"))
-    killed, index = kill_host_of(stack, api, dag("inference"), run_id, "score", after=1.5)
-    try:
-        run = api.wait_run(dag("inference"), run_id, timeout=RUN_TIMEOUT)
-        assert run["state"] == "success", run
-        assert_retried_elsewhere(stack, api, dag("inference"), run_id, killed, index)
-    finally:
-        stack.start_worker(index)
-    keys = s3_keys(stack, BUCKETS["data"], f"predictions/{PIPELINE}/")
+    run_through_a_killed_host(stack, api, "inference", "score", after=1.5)
+    keys = stack.s3_keys(BUCKETS["data"], f"predictions/{PIPELINE}/")
     for partition in partitions:
         folder = f"predictions/{PIPELINE}/{Path(partition).name}/"
         files = [k for k in keys if k.startswith(folder) and k.endswith("predictions.parquet")]

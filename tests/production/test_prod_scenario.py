@@ -17,22 +17,6 @@ from tools.scenario import STAGES, run_scenario, summary
 pytestmark = [pytest.mark.production, pytest.mark.e2e, pytest.mark.slow]
 
 
-def _keys(stack: ProdStack, bucket: str) -> list[str]:
-    import boto3
-
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=stack.s3_url,
-        aws_access_key_id=stack.config["s3_access_key"],
-        aws_secret_access_key=stack.config["s3_secret_key"],
-        region_name="us-east-1",
-    )
-    keys: list[str] = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-        keys += [o["Key"] for o in page.get("Contents", [])]
-    return keys
-
-
 def _hosts(api: AirflowApi, pipeline: str) -> dict[str, int]:
     """How many task instances of the pipeline's runs each host ran."""
     hosts: dict[str, int] = {}
@@ -58,15 +42,15 @@ def test_lifecycle_on_the_production_stack(prod_env: ProdStack) -> None:
     assert set(stack.worker_names()) <= set(hosts), f"task instances per host: {hosts}"
     assert set(hosts) <= set(stack.worker_names()), f"only the Celery workers run tasks: {hosts}"
 
-    data = _keys(stack, BUCKETS["data"])
+    data = stack.s3_keys(BUCKETS["data"])
     assert outcome.facts["predictions"].startswith(f"s3://{BUCKETS['data']}/")
     assert any(k.startswith("datasets/churn/") for k in data), data[:20]
     assert any(k.startswith("predictions/churn/") for k in data), data[:20]
-    artifacts = _keys(stack, BUCKETS["artifacts"])
+    artifacts = stack.s3_keys(BUCKETS["artifacts"])
     # the models and the gate's decisions went through MLflow's proxy to the bucket
     assert any(k.endswith("MLmodel") for k in artifacts), artifacts[:20]
     assert any("/gate/decision-" in k for k in artifacts), artifacts[:20]
-    assert _keys(stack, BUCKETS["logs"]), "the task logs went to the object store"
+    assert stack.s3_keys(BUCKETS["logs"]), "the task logs went to the object store"
     # ... where the API server reads them: it shares no folder with the worker that wrote them
     run_id = min(api.run_ids("churn__train"))
     payload = api._request("GET", f"/api/v2/dags/churn__train/dagRuns/{run_id}/taskInstances/train/logs/1")
